@@ -1,0 +1,27 @@
+# The two commands a new user needs:
+#   make run    install what is missing, build the plugins, run Vigil on the example config
+#   make test   install what is missing, build the plugins, run every test
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: run test deps deps-test plugins check
+
+deps:
+	scripts/install-deps.sh run
+
+deps-test:
+	scripts/install-deps.sh test
+
+# Policies, built once to wasm32-wasip2 (see README "Policies").
+plugins: deps
+	@echo "no plugins yet"
+
+run: deps plugins
+	$(CARGO) run -p vigil -- run --config examples/vigil.toml
+
+test: deps-test plugins
+	$(CARGO) test --workspace
+
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings

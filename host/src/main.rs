@@ -1,0 +1,65 @@
+//! The `vigil` command line: parse, call the library, print. No decisions
+//! live here.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Keeps logged-in browser sessions alive"
+)]
+struct Cli {
+    /// The service configuration.
+    #[arg(
+        long,
+        global = true,
+        env = "VIGIL_CONFIG",
+        default_value = "vigil.toml"
+    )]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check and test policies (no browser, no network).
+    Policy {
+        #[command(subcommand)]
+        command: cli::policy::Command,
+    },
+}
+
+fn main() -> ExitCode {
+    cli::init_logging();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Policy { command } => cli::policy::run(&cli.config, command).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

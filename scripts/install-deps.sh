@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what Vigil needs to build and run on a Debian machine with Rust,
+# skipping whatever is already present. Usage: scripts/install-deps.sh [run|test]
+#   run:  the wasm32-wasip2 target and Debian's chromium
+#   test: the same, plus moto's S3 server (PyPI) for the object-storage tests
+set -euo pipefail
+what=${1:-run}
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "install-deps: need root to run: $*" >&2; exit 1
+  fi
+}
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  echo "install-deps: adding the wasm32-wasip2 target" >&2
+  rustup target add wasm32-wasip2
+fi
+
+apt_missing=()
+command -v chromium >/dev/null || apt_missing+=(chromium)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${apt_missing[*]}" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}"
+fi
+
+if [ "$what" = test ]; then
+  if ! command -v moto_server >/dev/null; then
+    echo "install-deps: pip install moto[server]" >&2
+    python3 -m pip install --quiet 'moto[server]'
+  fi
+fi
