@@ -23,4 +23,6 @@
 //! never import `session` or `supervisor`, and nothing here knows a web app
 //! by name.
 
+pub mod browser;
+pub mod fixture;
 pub mod id;
