@@ -23,6 +23,24 @@ fn selector_probe() -> Probe {
     }
 }
 
+fn whatsapp_probe() -> Probe {
+    #[derive(serde::Deserialize)]
+    struct Example {
+        session: Vec<Session>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Session {
+        probe: Probe,
+    }
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/whatsapp.toml"
+    ))
+    .unwrap();
+    let mut example: Example = toml::from_str(&text).unwrap();
+    example.session.remove(0).probe
+}
+
 async fn run_script(browser: &Browser, script: &str) -> String {
     browser
         .act(&Action::RunScript(script.into()))
@@ -283,6 +301,14 @@ async fn focus_presence_wake_lock_and_scripts_work_in_the_page() {
         "wake lock held"
     );
     assert_eq!(run_script(&browser, "1 + 2").await, "script returned 3");
+    // The shipped WhatsApp probe is valid JS: on a page that is not
+    // WhatsApp it matches nothing and says so.
+    let whatsapp = whatsapp_probe();
+    let outcome = browser.probe(&whatsapp).await.unwrap();
+    assert_eq!(
+        (outcome.state, outcome.detail.as_str()),
+        (PageState::Other, "starting")
+    );
     match browser.act(&Action::RunScript("nope.nope".into())).await {
         Err(BrowserError::Script { message, .. }) => {
             assert!(message.contains("nope is not defined"), "{message}")

@@ -62,7 +62,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 pub use action::{Action, Key, UnknownKey};
-pub use memory::{MemoryUsage, process_tree_memory};
+pub use memory::{MemoryUsage, ProcessMemory, process_tree, process_tree_memory};
 pub use probe::{PageState, Probe, ProbeOutcome};
 pub use process::{BrowserGone, Exit, ExitSignal};
 pub use settings::{BASE_FLAGS, BrowserSettings, LEAN_FLAGS, chromium_args};

@@ -243,6 +243,26 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_whatsapp_example_has_a_valid_probe() {
+        #[derive(Deserialize)]
+        struct Example {
+            session: Vec<ExampleSession>,
+        }
+        #[derive(Deserialize)]
+        struct ExampleSession {
+            probe: Probe,
+        }
+        let text = include_str!("../../../examples/whatsapp.toml");
+        let example: Example = toml::from_str(text).unwrap();
+        match &example.session[0].probe {
+            Probe::Script(s) => {
+                assert!(s.contains("\"needs-login\"") && s.contains("\"connected\""))
+            }
+            other => panic!("expected a script probe, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn a_probe_survives_a_round_trip_through_toml() {
         #[derive(Serialize, Deserialize)]
         struct S {

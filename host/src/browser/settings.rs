@@ -94,9 +94,15 @@ pub const BASE_FLAGS: &[&str] = &[
 /// working; chosen by the measurements in docs/BENCHMARKS.md.
 pub const LEAN_FLAGS: &[&str] = &[
     "--renderer-process-limit=1",
+    // The (software) GPU process folded into the browser process.
     "--in-process-gpu",
-    "--disable-features=SpareRendererForSitePerProcess,BackForwardCache",
-    "--enable-features=NetworkServiceInProcess",
+    // No spare renderer kept warm for a next tab that never comes; no
+    // cached previous pages; and no hidden omnibox pop-ups, which headless
+    // Chromium preloads as two WebUI pages in their own renderer.
+    "--disable-features=SpareRendererForSitePerProcess,BackForwardCache,WebUIOmniboxPopup,WebUIOmniboxAimPopup",
+    // The network service inside the browser process, as on Android (the
+    // older `NetworkServiceInProcess` no longer does this on desktop).
+    "--enable-features=NetworkServiceInProcess2",
 ];
 
 /// The full command line for one session, without the executable.
