@@ -318,6 +318,33 @@ async fn focus_presence_wake_lock_and_scripts_work_in_the_page() {
     browser.close().await;
 }
 
+#[tokio::test]
+async fn a_page_that_cannot_load_is_an_error_naming_the_url() {
+    let _slot = browser_slot().await;
+    let profile = TestProfile::new();
+    let browser = launch("unreachable", &profile.path()).await;
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let err = browser.open(&url).await.unwrap_err();
+    assert!(matches!(err, BrowserError::Navigate { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&url) && text.contains("ERR_CONNECTION_REFUSED"),
+        "{text}"
+    );
+    // The browser itself is fine.
+    assert_eq!(
+        run_script(&browser, "'still here'").await,
+        "script returned \"still here\""
+    );
+    browser.close().await;
+}
+
 /// Width and height from a PNG's IHDR chunk.
 fn png_size(png: &[u8]) -> (u32, u32) {
     assert!(png.len() > 24, "too short for a PNG");
