@@ -23,5 +23,7 @@
 //! never import `session` or `supervisor`, and nothing here knows a web app
 //! by name.
 
+pub mod browser;
+pub mod fixture;
 pub mod id;
 pub mod session;

@@ -35,6 +35,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::policy::Command,
     },
+    /// Serve the fixture web app (a stand-in web app with a persistent login).
+    Fixture(cli::fixture::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Policy { command } => cli::policy::run(&cli.config, command).await,
+            Command::Fixture(args) => cli::fixture::run(args).await,
         }
     });
     match outcome {

@@ -2,13 +2,17 @@
 //! library calls and prints the outcome; exit codes are documented on each
 //! command.
 
+pub mod fixture;
 pub mod policy;
 
 /// Logs go to stderr so that stdout stays machine-readable (`--json`).
-/// `RUST_LOG` overrides the default level (`info`).
+/// `RUST_LOG` overrides the default level (`info`; chromiumoxide only at
+/// `error`, as it warns about every DevTools event newer than its protocol
+/// types, which Chromium sends all the time).
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
