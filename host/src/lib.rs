@@ -24,3 +24,4 @@
 //! by name.
 
 pub mod id;
+pub mod policy;
