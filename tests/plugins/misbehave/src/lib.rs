@@ -2,7 +2,8 @@
 //! `mode` chooses how it behaves:
 //!
 //! - `echo` (default): answers `key-press("<label>#<n>")`, where `label` is
-//!   the config value and `n` counts calls in the policy's memory.
+//!   the config value and `n` counts calls in the policy's memory (every
+//!   mode counts, before misbehaving).
 //! - `spin`: loops forever.
 //! - `hog`: allocates until the memory cap stops it.
 //! - `script`: asks to run a script, plus a `focus`.
@@ -30,13 +31,19 @@ fn text(key: &str, default: &str) -> String {
     }
 }
 
-fn echo() -> Vec<Action> {
+/// Counts calls in the policy's memory; every mode counts before it
+/// misbehaves, so a test can see that a failed call's writes are dropped.
+fn count() -> u64 {
     let n = memory::get("calls")
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map(u64::from_le_bytes)
         .unwrap_or(0)
         + 1;
     memory::set("calls", &n.to_le_bytes()).expect("memory has room for 8 bytes");
+    n
+}
+
+fn echo(n: u64) -> Vec<Action> {
     let label = text("label", "echo");
     host_log::log(Level::Info, &format!("echo {label} call {n}"));
     vec![Action::KeyPress(format!("{label}#{n}"))]
@@ -46,9 +53,10 @@ struct Misbehave;
 
 impl Guest for Misbehave {
     fn tick(facts: Facts) -> Vec<Action> {
+        let n = count();
         let always = matches!(config::get("always"), Some(Value::Boolean(true)));
         if !always && !facts.session_id.starts_with("bad") {
-            return echo();
+            return echo(n);
         }
         match text("mode", "echo").as_str() {
             "spin" => {
@@ -70,7 +78,7 @@ impl Guest for Misbehave {
             ],
             "garbage" => vec![Action::KeyPress(String::new())],
             "panic" => panic!("misbehave was asked to panic"),
-            _ => echo(),
+            _ => echo(n),
         }
     }
 }
