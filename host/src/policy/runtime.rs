@@ -584,15 +584,14 @@ impl Shared {
         let memory = self.memory.checkout(&policy.name, session);
         let state = self.call_state(policy, session, memory);
         let pre = &policy.plugin.pre;
-        let (outcome, state) = self
+        let (outcome, memory) = self
             .engine
             .call(policy.limits, state, |store| call(store, pre));
-        state.flush_output();
         let (result, mut tally) = match outcome {
             Ok(raw) => match accept(raw) {
                 Answer::Value(value, refused) => {
                     if keep_memory {
-                        self.memory.commit(&policy.name, session, state.memory);
+                        self.memory.commit(&policy.name, session, memory);
                     }
                     (Ok((value, refused)), CallTally::default())
                 }
