@@ -130,6 +130,41 @@ fn main() {
     let _ = rt.block_on(reloads(Some(cache.path())));
     let warm = rt.block_on(reloads(Some(cache.path())));
     println!("{:<34} {}", "with compile cache (warm)", warm);
+    println!("of which reconcile alone (parse, compile or load, link, self-check, swap):");
+    println!("{:<34} {}", "  without compile cache", direct_reloads(None));
+    println!(
+        "{:<34} {}",
+        "  with compile cache (warm)",
+        direct_reloads(Some(cache.path()))
+    );
+}
+
+/// The same swaps with no watcher: `reload_now` right after the rename.
+fn direct_reloads(cache: Option<&Path>) -> Stats {
+    let dir = tempfile::tempdir().unwrap();
+    let variants = [
+        plugins::plugin("activity"),
+        plugins::test_plugin("misbehave"),
+    ];
+    install(&variants[0], &dir.path().join("plugin.wasm"));
+    std::fs::write(
+        dir.path().join("keep.toml"),
+        "role = \"keepalive\"\nplugin = \"plugin.wasm\"\n",
+    )
+    .unwrap();
+    let mut options = RuntimeOptions::new(PolicySource::Directory(dir.path().to_path_buf()));
+    options.cache_dir = cache.map(Path::to_path_buf);
+    let runtime = PolicyRuntime::new(options).unwrap();
+    let samples = (1..=RELOADS)
+        .map(|i| {
+            install(&variants[i % 2], &dir.path().join("plugin.wasm"));
+            let started = Instant::now();
+            let events = runtime.reload_now();
+            assert_eq!(events.len(), 1, "{events:?}");
+            started.elapsed()
+        })
+        .collect();
+    Stats::of(samples)
 }
 
 /// Swaps the plugin behind a policy between two builds, and times each
