@@ -10,9 +10,13 @@
 //!
 //! Read in this order: [`types`] (the contract in plain Rust), [`file`]
 //! (policy files), [`runtime`] ([`PolicyRuntime`], the API other layers
-//! call), [`status`] (provenance, events, status), [`builtin`] (the seed
-//! behaviour in Rust, and the fallbacks), [`scenario`] (`vigil policy test`).
+//! call), [`status`] (provenance, events, status), [`answer`] (what makes
+//! an answer valid), [`builtin`] (the seed behaviour in Rust, and the
+//! fallbacks), [`scenario`] (`vigil policy test`). `engine` (wasmtime,
+//! limits, compile cache), `wit` (bindings and host imports), `reload` and
+//! `watch` (hot reload) are internal.
 
+pub mod answer;
 pub mod builtin;
 pub mod clock;
 pub mod config;
@@ -21,6 +25,7 @@ pub mod error;
 pub mod file;
 pub mod memory;
 pub mod metrics;
+mod reload;
 pub mod runtime;
 pub mod scenario;
 pub mod status;

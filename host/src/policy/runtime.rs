@@ -4,40 +4,29 @@
 //! versions atomically on reload.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, broadcast};
 
+use super::answer::{accept_actions, accept_plan, accept_verdict};
 use super::builtin;
 use super::clock::{Clock, SystemClock};
 use super::config::PolicyConfig;
-use super::engine::{CallFailure, MAX_CONCURRENT_CALLS, Plugin, PolicyEngine, RolePre, hex};
+use super::engine::{CallFailure, MAX_CONCURRENT_CALLS, Plugin, PolicyEngine, RolePre};
 use super::error::PolicyError;
-use super::file::{Limits, Permissions, PolicyFile, SessionPattern, file_name};
+use super::file::{Limits, Permissions, PolicyFile};
 use super::memory::{KvMemory, MemoryBank};
 use super::metrics::{BUILTIN_PLUGIN, CallTally, Metrics, MetricsSnapshot};
+use super::reload::ReloadBook;
 use super::status::{
-    Binding, Decision, FallbackCause, PolicyInfo, PolicyRef, PolicyStatus, Rejection, ReloadEvent,
-    ReloadSummary, ServedBy,
+    Binding, Decision, FallbackCause, PolicyRef, PolicyStatus, ReloadEvent, ServedBy,
 };
 use super::types::{Action, BackupFacts, Facts, Inventory, Plan, Role, SessionState, Verdict};
 use super::wit::{self, CallState};
 use crate::id::SessionId;
-
-/// Most actions one keepalive answer may hold.
-pub const MAX_ACTIONS: usize = 16;
-/// Longest script a `run-script` action may carry.
-pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
-/// Longest key name of a `key-press`.
-pub const MAX_KEY_NAME: usize = 32;
-/// Longest reason kept from a verdict or plan; longer ones are cut.
-pub const MAX_REASON_BYTES: usize = 1024;
-/// Longest wait a restore plan may ask for.
-pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// Where the runtime finds its policies.
 #[derive(Clone, Debug)]
@@ -57,7 +46,7 @@ pub enum PolicySource {
 }
 
 impl PolicySource {
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         match self {
             PolicySource::Directory(p) | PolicySource::File(p) => p,
             PolicySource::Plugin { wasm, .. } => wasm,
@@ -109,26 +98,26 @@ pub struct PolicyRuntime {
 }
 
 pub(crate) struct Shared {
-    engine: PolicyEngine,
-    source: PolicySource,
-    default_limits: Limits,
-    clock: Arc<dyn Clock>,
-    catalog: RwLock<Arc<Vec<Arc<LoadedPolicy>>>>,
-    reload: Mutex<ReloadBook>,
-    memory: MemoryBank,
-    metrics: Metrics,
-    events: broadcast::Sender<ReloadEvent>,
-    call_slots: Semaphore,
+    pub(super) engine: PolicyEngine,
+    pub(super) source: PolicySource,
+    pub(super) default_limits: Limits,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) catalog: RwLock<Arc<Vec<Arc<LoadedPolicy>>>>,
+    pub(super) reload: Mutex<ReloadBook>,
+    pub(super) memory: MemoryBank,
+    pub(super) metrics: Metrics,
+    pub(super) events: broadcast::Sender<ReloadEvent>,
+    pub(super) call_slots: Semaphore,
 }
 
 /// A policy file that passed every check and serves.
 pub(crate) struct LoadedPolicy {
-    file: PolicyFile,
-    name: Arc<str>,
-    limits: Limits,
-    config: Arc<PolicyConfig>,
-    plugin: Arc<Plugin>,
-    loaded_at_ms: u64,
+    pub(super) file: PolicyFile,
+    pub(super) name: Arc<str>,
+    pub(super) limits: Limits,
+    pub(super) config: Arc<PolicyConfig>,
+    pub(super) plugin: Arc<Plugin>,
+    pub(super) loaded_at_ms: u64,
 }
 
 impl LoadedPolicy {
@@ -139,19 +128,6 @@ impl LoadedPolicy {
             sha256: self.plugin.short_sha().to_owned(),
         }
     }
-}
-
-/// What the reloads so far saw, to skip files that did not change and to
-/// keep rejections visible until the file is fixed.
-#[derive(Default)]
-struct ReloadBook {
-    /// Per policy name: (sha256 of the file, sha256 of its plugin) at the
-    /// last attempt, accepted or not.
-    seen: BTreeMap<String, (String, Option<String>)>,
-    rejected: BTreeMap<String, Rejection>,
-    last_reload: Option<ReloadSummary>,
-    /// Folders holding the policies' plugins, for the watcher.
-    plugin_dirs: BTreeSet<PathBuf>,
 }
 
 impl PolicyRuntime {
@@ -346,7 +322,7 @@ impl PolicyRuntime {
     }
 }
 
-fn parent(path: &Path) -> PathBuf {
+pub(super) fn parent(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -385,93 +361,6 @@ fn cause_of(failure: CallFailure) -> (FallbackCause, CallTally) {
         }
     };
     (cause, tally)
-}
-
-fn cut(mut reason: String) -> String {
-    if reason.len() > MAX_REASON_BYTES {
-        let mut end = MAX_REASON_BYTES;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-        reason.push('…');
-    }
-    reason
-}
-
-/// Checks a keepalive answer; splits off actions the policy may not ask for.
-fn accept_actions(
-    actions: Vec<Action>,
-    permissions: Permissions,
-) -> Result<(Vec<Action>, Vec<Action>), String> {
-    if actions.len() > MAX_ACTIONS {
-        return Err(format!("{} actions (at most {MAX_ACTIONS})", actions.len()));
-    }
-    let mut allowed = Vec::with_capacity(actions.len());
-    let mut refused = Vec::new();
-    for action in actions {
-        match &action {
-            Action::KeyPress { key } if key.is_empty() || key.chars().count() > MAX_KEY_NAME => {
-                return Err(format!("key-press with key name {key:?}"));
-            }
-            Action::MouseMove { x, y } if *x > 100_000 || *y > 100_000 => {
-                return Err(format!("mouse-move to {x},{y} is off any screen"));
-            }
-            Action::RunScript { script } if script.len() > MAX_SCRIPT_BYTES => {
-                return Err(format!(
-                    "run-script of {} bytes (at most {MAX_SCRIPT_BYTES})",
-                    script.len()
-                ));
-            }
-            Action::RunScript { .. } if !permissions.run_script => refused.push(action),
-            _ => allowed.push(action),
-        }
-    }
-    Ok((allowed, refused))
-}
-
-fn accept_verdict(verdict: Verdict) -> Verdict {
-    match verdict {
-        Verdict::Healthy => Verdict::Healthy,
-        Verdict::Degraded { reason } => Verdict::Degraded {
-            reason: cut(reason),
-        },
-        Verdict::RestartBrowser { reason } => Verdict::RestartBrowser {
-            reason: cut(reason),
-        },
-        Verdict::RestoreFromBackup { reason } => Verdict::RestoreFromBackup {
-            reason: cut(reason),
-        },
-        Verdict::GiveUp { reason } => Verdict::GiveUp {
-            reason: cut(reason),
-        },
-    }
-}
-
-fn accept_plan(plan: Plan, backups: &[BackupFacts]) -> Result<Plan, String> {
-    match plan {
-        Plan::RestoreBackup { id, .. } if !backups.iter().any(|b| b.id == id) => Err(format!(
-            "restore-backup({id}) names a backup that was not offered"
-        )),
-        Plan::Wait { after, .. } if after.is_zero() || after > MAX_WAIT => Err(format!(
-            "wait of {} ms (must be between 1 ms and 1 h)",
-            after.as_millis()
-        )),
-        Plan::UseDisk { reason } => Ok(Plan::UseDisk {
-            reason: cut(reason),
-        }),
-        Plan::RestoreBackup { id, reason } => Ok(Plan::RestoreBackup {
-            id,
-            reason: cut(reason),
-        }),
-        Plan::StartFresh { reason } => Ok(Plan::StartFresh {
-            reason: cut(reason),
-        }),
-        Plan::Wait { after, reason } => Ok(Plan::Wait {
-            after,
-            reason: cut(reason),
-        }),
-    }
 }
 
 /// The facts of the load-time self-check call.
@@ -742,7 +631,7 @@ impl Shared {
 
     /// One call with made-up inputs; its memory is thrown away. A plugin
     /// that cannot answer this is refused at load.
-    fn self_check(&self, policy: &LoadedPolicy) -> Result<(), String> {
+    pub(super) fn self_check(&self, policy: &LoadedPolicy) -> Result<(), String> {
         let facts = self_check_facts();
         let served_by = match policy.file.role {
             Role::Keepalive => self.keepalive_call(policy, &facts, false).served_by,
@@ -769,330 +658,5 @@ impl Shared {
             ServedBy::Fallback { cause, .. } => Err(cause.to_string()),
             _ => Ok(()),
         }
-    }
-
-    fn load(
-        &self,
-        file: PolicyFile,
-        previous: Option<&LoadedPolicy>,
-        wasm: &[u8],
-        wasm_sha: &str,
-    ) -> Result<LoadedPolicy, PolicyError> {
-        let plugin = match previous {
-            Some(p) if p.plugin.sha256 == wasm_sha && p.file.role == file.role => p.plugin.clone(),
-            _ => Arc::new(
-                self.engine
-                    .load(&file.path, &file.plugin_path, file.role, wasm)?,
-            ),
-        };
-        let loaded = LoadedPolicy {
-            name: Arc::from(file.name.as_str()),
-            limits: file.limits(self.default_limits),
-            config: Arc::new(file.config.clone()),
-            plugin,
-            loaded_at_ms: self.clock.now_ms(),
-            file,
-        };
-        self.self_check(&loaded)
-            .map_err(|cause| PolicyError::SelfCheck {
-                policy: loaded.file.path.clone(),
-                plugin: loaded.file.plugin_path.clone(),
-                cause,
-            })?;
-        Ok(loaded)
-    }
-
-    /// The policy files the source holds now, by name.
-    fn list(&self) -> Result<Vec<PolicySpec>, PolicyError> {
-        match &self.source {
-            PolicySource::Directory(dir) => {
-                let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Directory {
-                    dir: dir.clone(),
-                    source,
-                })?;
-                let mut files: Vec<PathBuf> = entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
-                    .collect();
-                files.sort();
-                Ok(files.into_iter().map(PolicySpec::File).collect())
-            }
-            PolicySource::File(path) => Ok(vec![PolicySpec::File(path.clone())]),
-            PolicySource::Plugin {
-                wasm,
-                role,
-                config,
-                permissions,
-            } => Ok(vec![PolicySpec::Bare(Box::new(PolicyFile {
-                name: file_name(wasm),
-                path: wasm.clone(),
-                role: *role,
-                plugin: wasm.display().to_string(),
-                plugin_path: wasm.clone(),
-                sessions: vec![SessionPattern::new("*").expect("valid pattern")],
-                priority: 0,
-                interval: PolicyFile::default_interval(*role),
-                timeout: None,
-                memory_bytes: None,
-                permissions: *permissions,
-                config: config.clone(),
-            }))]),
-        }
-    }
-
-    fn reconcile(&self) -> Vec<ReloadEvent> {
-        let mut book = self.reload.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self
-            .catalog
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let by_name: BTreeMap<&str, &Arc<LoadedPolicy>> =
-            current.iter().map(|p| (&*p.name, p)).collect();
-        let specs = match self.list() {
-            Ok(specs) => specs,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list policy files; keeping the loaded ones");
-                return Vec::new();
-            }
-        };
-
-        let mut next: Vec<Arc<LoadedPolicy>> = Vec::new();
-        let mut events = Vec::new();
-        let mut names = BTreeSet::new();
-        let mut plugin_dirs = BTreeSet::new();
-        for spec in specs {
-            let path = spec.path().to_path_buf();
-            let name = file_name(&path);
-            names.insert(name.clone());
-            let previous = by_name.get(name.as_str()).copied();
-            let attempt = self.attempt(&spec, &mut book, previous, &mut plugin_dirs);
-            match attempt {
-                Attempt::Unchanged => next.extend(previous.cloned()),
-                Attempt::Accepted(loaded) => {
-                    let loaded = Arc::new(loaded);
-                    tracing::info!(policy = %name, role = %loaded.file.role, plugin = %loaded.plugin.path.display(), sha256 = loaded.plugin.short_sha(), from = ?loaded.plugin.compiled_from, load_ms = loaded.plugin.load_time.as_secs_f64() * 1e3, "policy loaded");
-                    book.rejected.remove(&name);
-                    events.push(ReloadEvent::Accepted {
-                        file: path,
-                        role: loaded.file.role,
-                        plugin: loaded.plugin.path.clone(),
-                        sha256: loaded.plugin.short_sha().to_owned(),
-                        compiled_from: loaded.plugin.compiled_from,
-                    });
-                    next.push(loaded);
-                }
-                Attempt::Rejected(error) => {
-                    let still_serving = previous.map(|p| p.plugin.short_sha().to_owned());
-                    tracing::error!(policy = %name, error = %error, still_serving = ?still_serving, "policy refused");
-                    let reason = error.to_string();
-                    book.rejected.insert(
-                        name.clone(),
-                        Rejection {
-                            file: path.clone(),
-                            reason: reason.clone(),
-                            at_ms: self.clock.now_ms(),
-                            still_serving: still_serving.clone(),
-                        },
-                    );
-                    events.push(ReloadEvent::Rejected {
-                        file: path,
-                        reason,
-                        still_serving,
-                    });
-                    next.extend(previous.cloned());
-                }
-            }
-        }
-        for gone in current.iter().filter(|p| !names.contains(&*p.name)) {
-            tracing::info!(policy = %gone.name, "policy file removed; its sessions use the built-in defaults");
-            events.push(ReloadEvent::Removed {
-                file: gone.file.path.clone(),
-            });
-        }
-        book.seen.retain(|name, _| names.contains(name));
-        book.rejected.retain(|name, _| names.contains(name));
-        book.plugin_dirs = plugin_dirs;
-
-        if !events.is_empty() {
-            *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-            book.last_reload = Some(ReloadSummary {
-                at_ms: self.clock.now_ms(),
-                events: events.clone(),
-            });
-            for e in &events {
-                let _ = self.events.send(e.clone());
-            }
-        }
-        events
-    }
-
-    fn attempt(
-        &self,
-        spec: &PolicySpec,
-        book: &mut ReloadBook,
-        previous: Option<&Arc<LoadedPolicy>>,
-        plugin_dirs: &mut BTreeSet<PathBuf>,
-    ) -> Attempt {
-        let path = spec.path();
-        let name = file_name(path);
-        let (file, file_sha) = match spec {
-            PolicySpec::Bare(file) => ((**file).clone(), String::new()),
-            PolicySpec::File(path) => {
-                let text = match std::fs::read_to_string(path) {
-                    Ok(t) => t,
-                    Err(source) => {
-                        return self.note(
-                            book,
-                            &name,
-                            (String::new(), None),
-                            PolicyError::Read {
-                                file: path.clone(),
-                                source,
-                            },
-                        );
-                    }
-                };
-                let sha = hex(&Sha256::digest(text.as_bytes()));
-                match PolicyFile::parse(path, &text) {
-                    Ok(f) => (f, sha),
-                    Err(e) => return self.note(book, &name, (sha, None), e),
-                }
-            }
-        };
-        plugin_dirs.insert(parent(&file.plugin_path));
-        let wasm = match std::fs::read(&file.plugin_path) {
-            Ok(w) => w,
-            Err(source) => {
-                let error = match spec {
-                    PolicySpec::File(path) => {
-                        let text = std::fs::read_to_string(path).unwrap_or_default();
-                        super::file::invalid(
-                            path,
-                            &text,
-                            PolicyFile::plugin_span(&text),
-                            format!(
-                                "cannot read plugin {}: {source}",
-                                file.plugin_path.display()
-                            ),
-                        )
-                    }
-                    PolicySpec::Bare(_) => PolicyError::Read {
-                        file: file.plugin_path.clone(),
-                        source,
-                    },
-                };
-                return self.note(book, &name, (file_sha, None), error);
-            }
-        };
-        let wasm_sha = hex(&Sha256::digest(&wasm));
-        let fingerprint = (file_sha, Some(wasm_sha.clone()));
-        if book.seen.get(&name) == Some(&fingerprint) {
-            return Attempt::Unchanged;
-        }
-        book.seen.insert(name, fingerprint);
-        match self.load(file, previous.map(|p| &**p), &wasm, &wasm_sha) {
-            Ok(loaded) => Attempt::Accepted(loaded),
-            Err(e) => Attempt::Rejected(e),
-        }
-    }
-
-    /// Records a failed attempt, unless the same inputs already failed.
-    fn note(
-        &self,
-        book: &mut ReloadBook,
-        name: &str,
-        fingerprint: (String, Option<String>),
-        error: PolicyError,
-    ) -> Attempt {
-        if book.seen.get(name) == Some(&fingerprint) {
-            return Attempt::Unchanged;
-        }
-        book.seen.insert(name.to_owned(), fingerprint);
-        Attempt::Rejected(error)
-    }
-
-    fn status(&self) -> PolicyStatus {
-        let catalog = self
-            .catalog
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let book = self.reload.lock().unwrap_or_else(|e| e.into_inner());
-        PolicyStatus {
-            source: self.source.path().to_path_buf(),
-            policies: catalog
-                .iter()
-                .map(|p| PolicyInfo {
-                    file: p.file.path.clone(),
-                    role: p.file.role,
-                    plugin: p.plugin.path.clone(),
-                    sha256: p.plugin.short_sha().to_owned(),
-                    sessions: p
-                        .file
-                        .sessions
-                        .iter()
-                        .map(|s| s.as_str().to_owned())
-                        .collect(),
-                    priority: p.file.priority,
-                    interval: p.file.interval,
-                    limits: p.limits,
-                    permissions: p.file.permissions,
-                    loaded_at_ms: p.loaded_at_ms,
-                })
-                .collect(),
-            rejected: book.rejected.values().cloned().collect(),
-            last_reload: book.last_reload.clone(),
-        }
-    }
-}
-
-enum PolicySpec {
-    File(PathBuf),
-    Bare(Box<PolicyFile>),
-}
-
-impl PolicySpec {
-    fn path(&self) -> &Path {
-        match self {
-            PolicySpec::File(p) => p,
-            PolicySpec::Bare(f) => &f.path,
-        }
-    }
-}
-
-enum Attempt {
-    Unchanged,
-    Accepted(LoadedPolicy),
-    Rejected(PolicyError),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn run_script_without_the_grant_is_refused_not_passed_on() {
-        let asked = vec![
-            Action::RunScript {
-                script: "x()".into(),
-            },
-            Action::Focus,
-        ];
-        let (allowed, refused) = accept_actions(asked.clone(), Permissions::default()).unwrap();
-        assert_eq!(allowed, vec![Action::Focus]);
-        assert_eq!(refused.len(), 1);
-        let (allowed, _) = accept_actions(asked, Permissions { run_script: true }).unwrap();
-        assert_eq!(allowed.len(), 2);
-    }
-
-    #[test]
-    fn a_plan_naming_an_unknown_backup_is_invalid() {
-        let plan = Plan::RestoreBackup {
-            id: "nope".into(),
-            reason: String::new(),
-        };
-        assert!(accept_plan(plan, &[]).is_err());
     }
 }
