@@ -524,8 +524,19 @@ async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// Compiles plugins into the shared compile cache, so that a timed reload
+/// measures the reload and not a debug build of Cranelift compiling.
+fn warm_compile_cache(plugins: &[PathBuf]) {
+    let p = Policies::new();
+    for (i, wasm) in plugins.iter().enumerate() {
+        p.keepalive(&format!("warm-{i}.toml"), &wasm.display().to_string(), "");
+    }
+    assert!(p.runtime().status().rejected.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_runtime_picks_up_a_changed_plugin_and_refuses_a_broken_one() {
+    warm_compile_cache(&[plugin("activity"), test_plugin("misbehave")]);
     let p = Policies::new();
     p.install_plugin(&plugin("activity"), "plugin.wasm");
     p.keepalive("keep.toml", "plugin.wasm", "[config]\nlabel = \"new\"");
