@@ -12,9 +12,10 @@ deps:
 deps-test:
 	scripts/install-deps.sh test
 
-# Policies, built once to wasm32-wasip2 (see README "Policies").
+# Policies, built to wasm32-wasip2 into target/plugins/ (and the test-only
+# ones into target/test-plugins/); see README "Policies".
 plugins: deps
-	@echo "no plugins yet"
+	scripts/build-plugins.sh
 
 run: deps plugins
 	$(CARGO) run -p vigil -- run --config examples/vigil.toml

@@ -27,3 +27,4 @@ pub mod browser;
 pub mod fixture;
 pub mod id;
 pub mod session;
+pub mod policy;

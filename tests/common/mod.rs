@@ -1,6 +1,7 @@
-//! Helpers shared by the integration tests. Each test binary uses a part of
-//! them, hence the allowance.
+//! Helpers shared by the integration tests. Each area has its own file;
+//! not every test binary uses every helper, hence the allowance.
 #![allow(dead_code)]
 
 pub mod chromium;
 pub mod fixture;
+pub mod plugins;

@@ -1,18 +1,204 @@
-//! `vigil policy ...`: placeholder until the policy runtime lands.
+//! `vigil policy check` and `vigil policy test`: validate policy files and
+//! run policies through scripted scenarios, with no browser and no network.
+//!
+//! Exit codes: 0 when every file is valid / every step passed, 1 otherwise
+//! (including files that cannot be read or parsed).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use vigil::policy::scenario::{self, Scenario, ScenarioReport};
+use vigil::policy::{FakeClock, PolicyRuntime, PolicySource, ReloadEvent, RuntimeOptions};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Validate a policy file and the plugins it names.
-    Check { file: std::path::PathBuf },
+    /// Validate policy files and the plugins they name: TOML errors as
+    /// file:line:col, then compile, link and self-check each plugin.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Keep compiled plugins here between runs.
+        #[arg(long, env = "VIGIL_POLICY_CACHE")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Run a policy file (or a bare .wasm) through a scenario: facts at
+    /// virtual times and the decision expected at each step.
+    Test {
+        /// A policy file (.toml) or a plugin (.wasm).
+        policy: PathBuf,
+        /// The scenario file (format in the README, "Testing a policy").
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Print the report as JSON (one line per run with --watch).
+        #[arg(long)]
+        json: bool,
+        /// Keep running: re-run the scenario whenever the policy file or
+        /// its plugin changes (Ctrl-C to stop).
+        #[arg(long)]
+        watch: bool,
+        /// Keep compiled plugins here between runs.
+        #[arg(long, env = "VIGIL_POLICY_CACHE")]
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 pub async fn run(_config: &Path, command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { file } => {
-            anyhow::bail!("{}: policy check is not built yet", file.display())
+        Command::Check { files, cache_dir } => check(files, cache_dir).await,
+        Command::Test {
+            policy,
+            scenario,
+            json,
+            watch,
+            cache_dir,
+        } => test(policy, scenario, json, watch, cache_dir).await,
+    }
+}
+
+async fn check(files: Vec<PathBuf>, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut all_valid = true;
+    for file in files {
+        let mut options = RuntimeOptions::new(PolicySource::File(file.clone()));
+        options.cache_dir = cache_dir.clone();
+        let runtime = PolicyRuntime::start(options).await?;
+        let status = runtime.status();
+        if let Some(rejection) = status.rejected.first() {
+            all_valid = false;
+            println!("{}", rejection.reason);
+            continue;
         }
+        for p in &status.policies {
+            let interval = p
+                .interval
+                .map(|i| format!(", every {} s", i.as_secs()))
+                .unwrap_or_default();
+            println!(
+                "{}: ok: {} for sessions {:?}{interval}, plugin {} (sha256 {}), timeout {} ms, memory {} MiB",
+                file.display(),
+                p.role,
+                p.sessions,
+                p.plugin.display(),
+                p.sha256,
+                p.limits.timeout.as_millis(),
+                p.limits.memory_bytes >> 20
+            );
+        }
+    }
+    Ok(if all_valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn test(
+    policy: PathBuf,
+    scenario_path: PathBuf,
+    json: bool,
+    watch: bool,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let scenario = Scenario::load(&scenario_path)?;
+    let clock = Arc::new(FakeClock::new(scenario.start_ms));
+    let source = if policy.extension().is_some_and(|e| e == "wasm") {
+        PolicySource::Plugin {
+            wasm: policy.clone(),
+            role: scenario.role,
+            config: scenario.config.clone(),
+            permissions: scenario.permissions,
+        }
+    } else {
+        PolicySource::File(policy.clone())
+    };
+    let mut options = RuntimeOptions::new(source).clock(clock.clone());
+    options.cache_dir = cache_dir;
+    let runtime = PolicyRuntime::start(options).await?;
+
+    if !watch {
+        if let Some(rejection) = runtime.status().rejected.first() {
+            anyhow::bail!("{}", rejection.reason);
+        }
+        let report = run_scenario(&runtime, &clock, &scenario).await?;
+        print_report(&report, json)?;
+        return Ok(exit_code(&report));
+    }
+
+    let watcher = runtime
+        .watch()
+        .context("cannot watch the policy for changes")?;
+    let mut events = runtime.subscribe();
+    let mut last = run_and_print(&runtime, &clock, &scenario, json).await;
+    eprintln!("watching {} for changes (Ctrl-C to stop)", policy.display());
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            event = events.recv() => {
+                let mut batch = match event {
+                    Ok(e) => vec![e],
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Vec::new(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                while let Ok(e) = events.try_recv() {
+                    batch.push(e);
+                }
+                for e in &batch {
+                    eprintln!("reload: {e}");
+                }
+                if batch.iter().all(|e| matches!(e, ReloadEvent::Rejected { still_serving: None, .. })) && !batch.is_empty() {
+                    continue;
+                }
+                last = run_and_print(&runtime, &clock, &scenario, json).await;
+            }
+        }
+    }
+    watcher.stop().await;
+    Ok(last)
+}
+
+async fn run_and_print(
+    runtime: &PolicyRuntime,
+    clock: &Arc<FakeClock>,
+    scenario: &Scenario,
+    json: bool,
+) -> ExitCode {
+    match run_scenario(runtime, clock, scenario).await {
+        Ok(report) => {
+            if let Err(e) = print_report(&report, json) {
+                eprintln!("error: {e:#}");
+            }
+            exit_code(&report)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run_scenario(
+    runtime: &PolicyRuntime,
+    clock: &Arc<FakeClock>,
+    scenario: &Scenario,
+) -> anyhow::Result<ScenarioReport> {
+    let (runtime, clock, scenario) = (runtime.clone(), clock.clone(), scenario.clone());
+    Ok(tokio::task::spawn_blocking(move || scenario::run(&runtime, &clock, &scenario)).await??)
+}
+
+fn print_report(report: &ScenarioReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
+fn exit_code(report: &ScenarioReport) -> ExitCode {
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

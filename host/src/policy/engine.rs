@@ -1,0 +1,411 @@
+//! The one wasmtime `Engine` of the process and what hangs off it: the
+//! epoch ticker that bounds every call in wall-clock time, the compile
+//! cache on disk, one linker per role, and the call itself with its memory
+//! cap. Knows nothing of policy files or sessions' state.
+
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use super::error::PolicyError;
+use super::file::{Limits, MAX_MEMORY_BYTES};
+use super::memory::KvMemory;
+use super::types::Role;
+use super::wit::{CallState, keepalive, restore, watchdog};
+
+/// How often the epoch advances while calls run: the granularity of
+/// timeouts.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Component instances the pooling allocator keeps slots for: the most
+/// calls that can run at once. More wait for a slot.
+pub(crate) const MAX_CONCURRENT_CALLS: u32 = 64;
+
+/// Bytes of each memory (and table) slot reset in place rather than
+/// returned to the kernel.
+const KEEP_RESIDENT: usize = 256 << 10;
+
+/// A compiled plugin, linked for one role, ready to instantiate per call.
+pub(crate) enum RolePre {
+    Keepalive(keepalive::KeepalivePre<CallState>),
+    Watchdog(watchdog::WatchdogPre<CallState>),
+    Restore(restore::RestorePre<CallState>),
+}
+
+/// Where a compiled component came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompileSource {
+    /// Compiled now (and written to the cache if there is one).
+    Compiled,
+    /// Loaded from the compile cache.
+    Cache,
+}
+
+pub(crate) struct Plugin {
+    pub path: PathBuf,
+    /// Full hex sha256 of the `.wasm` bytes.
+    pub sha256: String,
+    pub pre: RolePre,
+    pub compiled_from: CompileSource,
+    pub load_time: Duration,
+}
+
+impl Plugin {
+    /// The first 12 hex digits of the sha256, as shown to operators.
+    pub fn short_sha(&self) -> &str {
+        &self.sha256[..12]
+    }
+
+    pub fn file_name(&self) -> String {
+        super::file::file_name(&self.path)
+    }
+}
+
+/// Why one call gave no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CallFailure {
+    Trap(String),
+    Timeout(Duration),
+    MemoryLimit(u64),
+}
+
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallFailure::Trap(m) => write!(f, "trap: {m}"),
+            CallFailure::Timeout(t) => write!(f, "timeout after {} ms", t.as_millis()),
+            CallFailure::MemoryLimit(b) => write!(f, "memory limit of {} MiB", b >> 20),
+        }
+    }
+}
+
+pub(crate) struct PolicyEngine {
+    engine: Engine,
+    keepalive: Linker<CallState>,
+    watchdog: Linker<CallState>,
+    restore: Linker<CallState>,
+    cache: CompileCache,
+    ticker: EpochTicker,
+}
+
+impl PolicyEngine {
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PolicyError> {
+        let engine = build_engine()?;
+        let linker = |role: Role| -> Result<Linker<CallState>, PolicyError> {
+            let mut l = Linker::new(&engine);
+            // Rust std guests import WASI p2 even when they use none of it;
+            // CallState's WasiCtx gives them nothing (no dirs, env, sockets).
+            wasmtime_wasi::p2::add_to_linker_sync(&mut l).map_err(engine_error)?;
+            match role {
+                Role::Keepalive => {
+                    keepalive::Keepalive::add_to_linker::<_, HasSelf<CallState>>(&mut l, |s| s)
+                }
+                Role::Watchdog => {
+                    watchdog::Watchdog::add_to_linker::<_, HasSelf<CallState>>(&mut l, |s| s)
+                }
+                Role::Restore => {
+                    restore::Restore::add_to_linker::<_, HasSelf<CallState>>(&mut l, |s| s)
+                }
+            }
+            .map_err(engine_error)?;
+            Ok(l)
+        };
+        Ok(PolicyEngine {
+            keepalive: linker(Role::Keepalive)?,
+            watchdog: linker(Role::Watchdog)?,
+            restore: linker(Role::Restore)?,
+            cache: CompileCache::new(cache_dir, &engine),
+            ticker: EpochTicker::start(engine.clone()),
+            engine,
+        })
+    }
+
+    /// Compiles (or loads from the cache) and links a plugin for `role`.
+    /// `policy` names the policy file in errors.
+    pub fn load(
+        &self,
+        policy: &Path,
+        plugin: &Path,
+        role: Role,
+        bytes: &[u8],
+    ) -> Result<Plugin, PolicyError> {
+        let started = Instant::now();
+        let sha256 = hex(&Sha256::digest(bytes));
+        let (component, compiled_from) = self
+            .cache
+            .component(&self.engine, bytes, &sha256)
+            .map_err(|e| PolicyError::Compile {
+                policy: policy.to_path_buf(),
+                plugin: plugin.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?;
+        let wrong_world = |e: wasmtime::Error| PolicyError::WrongWorld {
+            policy: policy.to_path_buf(),
+            plugin: plugin.to_path_buf(),
+            role,
+            reason: format!("{e:#}"),
+        };
+        let pre = match role {
+            Role::Keepalive => RolePre::Keepalive(
+                keepalive::KeepalivePre::new(
+                    self.keepalive
+                        .instantiate_pre(&component)
+                        .map_err(wrong_world)?,
+                )
+                .map_err(wrong_world)?,
+            ),
+            Role::Watchdog => RolePre::Watchdog(
+                watchdog::WatchdogPre::new(
+                    self.watchdog
+                        .instantiate_pre(&component)
+                        .map_err(wrong_world)?,
+                )
+                .map_err(wrong_world)?,
+            ),
+            Role::Restore => RolePre::Restore(
+                restore::RestorePre::new(
+                    self.restore
+                        .instantiate_pre(&component)
+                        .map_err(wrong_world)?,
+                )
+                .map_err(wrong_world)?,
+            ),
+        };
+        Ok(Plugin {
+            path: plugin.to_path_buf(),
+            sha256,
+            pre,
+            compiled_from,
+            load_time: started.elapsed(),
+        })
+    }
+
+    /// Runs `call` in a fresh Store bounded by `limits`. Returns the memory
+    /// the call left (the caller keeps it only if the answer is good).
+    pub fn call<R>(
+        &self,
+        limits: Limits,
+        state: CallState,
+        call: impl FnOnce(&mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> (Result<R, CallFailure>, KvMemory) {
+        let _running = self.ticker.enter();
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = limits.timeout.as_micros().div_ceil(TICK.as_micros()) as u64;
+        store.set_epoch_deadline(ticks.max(1));
+        store.epoch_deadline_trap();
+        let outcome = call(&mut store);
+        store.data().flush_output();
+        let limit_hit = store.data().limiter.hit;
+        let memory = std::mem::take(&mut store.data_mut().memory);
+        drop(store);
+        let outcome = outcome.map_err(|e| {
+            if limit_hit {
+                CallFailure::MemoryLimit(limits.memory_bytes)
+            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                CallFailure::Timeout(limits.timeout)
+            } else {
+                CallFailure::Trap(first_line(&format!("{e:#}")))
+            }
+        });
+        (outcome, memory)
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or(s);
+    line.chars().take(300).collect()
+}
+
+fn engine_error(e: wasmtime::Error) -> PolicyError {
+    PolicyError::Engine(format!("{e:#}"))
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config
+}
+
+fn build_engine() -> Result<Engine, PolicyError> {
+    // Pooling makes a fresh instance per call cheap (slots are reused,
+    // memory is reset copy-on-write). Some sandboxes refuse the large
+    // virtual reservation; then fall back to plain allocation.
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_CONCURRENT_CALLS)
+        .total_core_instances(MAX_CONCURRENT_CALLS * 8)
+        .total_memories(MAX_CONCURRENT_CALLS * 2)
+        .total_tables(MAX_CONCURRENT_CALLS * 8)
+        .total_stacks(MAX_CONCURRENT_CALLS)
+        .max_memory_size(MAX_MEMORY_BYTES as usize)
+        // Resetting a slot's first pages with memset instead of madvise
+        // keeps them mapped: the next call takes no page faults there.
+        // 256 KiB covers a plugin built with a 64 KiB stack (see
+        // .cargo/config.toml) plus its data and a small heap.
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT);
+    let mut pooled = base_config();
+    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    match Engine::new(&pooled) {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "pooling allocator unavailable; instantiating on demand");
+            Engine::new(&base_config()).map_err(engine_error)
+        }
+    }
+}
+
+/// Advances the engine's epoch every [`TICK`] while at least one call runs,
+/// and sleeps otherwise. Stopped and joined on drop.
+struct EpochTicker {
+    active: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Running<'a> {
+    active: &'a AtomicUsize,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let active = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (active, stop) = (active.clone(), stop.clone());
+            thread::Builder::new()
+                .name("vigil-policy-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        if active.load(Ordering::SeqCst) == 0 {
+                            thread::park_timeout(Duration::from_secs(1));
+                        } else {
+                            thread::sleep(TICK);
+                            engine.increment_epoch();
+                        }
+                    }
+                })
+                .ok()
+        };
+        if thread.is_none() {
+            tracing::error!(
+                "cannot start the policy epoch thread: plugin calls have no time bound"
+            );
+        }
+        EpochTicker {
+            active,
+            stop,
+            thread,
+        }
+    }
+
+    fn enter(&self) -> Running<'_> {
+        if self.active.fetch_add(1, Ordering::SeqCst) == 0
+            && let Some(t) = &self.thread
+        {
+            t.thread().unpark();
+        }
+        Running {
+            active: &self.active,
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Compiled components on disk, keyed by the wasm's sha256 and the
+/// engine's compatibility hash (wasmtime version + settings), so a new
+/// wasmtime never loads an old artifact. Written via temp file + rename.
+struct CompileCache {
+    dir: Option<PathBuf>,
+    compat: String,
+}
+
+impl CompileCache {
+    fn new(dir: Option<PathBuf>, engine: &Engine) -> Self {
+        let mut hasher = ShaHasher(Sha256::new());
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+        let compat = hex(&hasher.0.finalize())[..16].to_string();
+        CompileCache { dir, compat }
+    }
+
+    fn component(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> wasmtime::Result<(Component, CompileSource)> {
+        let Some(dir) = &self.dir else {
+            return Ok((Component::new(engine, bytes)?, CompileSource::Compiled));
+        };
+        let path = dir.join(format!("{sha256}-{}.cwasm", self.compat));
+        if path.exists() {
+            // SAFETY: the cache directory belongs to Vigil's operator, and
+            // the name pins both the wasm's hash and the engine's
+            // compatibility hash; wasmtime still checks the header.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok((c, CompileSource::Cache)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "unusable compile cache entry; recompiling")
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(e) = write_atomically(dir, &path, &component.serialize()?) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache");
+        }
+        Ok((component, CompileSource::Compiled))
+    }
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
