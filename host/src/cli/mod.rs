@@ -9,12 +9,16 @@ pub mod policy;
 /// `RUST_LOG` overrides the default level (`info`; chromiumoxide only at
 /// `error`, as it warns about every DevTools event newer than its protocol
 /// types, which Chromium sends all the time).
+/// Colours only when stderr is a terminal, so journald and log files get
+/// plain text.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
