@@ -23,4 +23,7 @@
 //! never import `session` or `supervisor`, and nothing here knows a web app
 //! by name.
 
+pub mod archive;
+pub mod config;
 pub mod id;
+pub mod volume;
