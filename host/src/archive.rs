@@ -170,8 +170,12 @@ pub struct Expected {
 }
 
 /// Counters a long operation updates as it goes, for a progress display.
+/// Clones share the counters.
+#[derive(Debug, Default, Clone)]
+pub struct Progress(Arc<Counters>);
+
 #[derive(Debug, Default)]
-pub struct Progress {
+struct Counters {
     bytes: AtomicU64,
     files: AtomicU64,
 }
@@ -179,14 +183,14 @@ pub struct Progress {
 impl Progress {
     /// Profile bytes read (pack) or written (unpack) so far.
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.0.bytes.load(Ordering::Relaxed)
     }
     pub fn files(&self) -> u64 {
-        self.files.load(Ordering::Relaxed)
+        self.0.files.load(Ordering::Relaxed)
     }
     fn add(&self, bytes: u64, files: u64) {
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.files.fetch_add(files, Ordering::Relaxed);
+        self.0.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.0.files.fetch_add(files, Ordering::Relaxed);
     }
 }
 

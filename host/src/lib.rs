@@ -24,6 +24,8 @@
 //! by name.
 
 pub mod archive;
+pub mod backup;
 pub mod config;
 pub mod id;
+pub mod schedule;
 pub mod volume;

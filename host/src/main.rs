@@ -35,6 +35,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::policy::Command,
     },
+    #[command(flatten)]
+    Storage(cli::storage::Command),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Policy { command } => cli::policy::run(&cli.config, command).await,
+            Command::Storage(command) => cli::storage::run(&cli.config, command).await,
         }
     });
     match outcome {

@@ -205,7 +205,7 @@ impl Profile {
         }
         let claim = ProfileClaim {
             profile: self.clone(),
-            _lock: file,
+            _lock: std::sync::Arc::new(file),
         };
         claim.recover()?;
         Ok(claim)
@@ -237,11 +237,12 @@ impl Profile {
     }
 }
 
-/// The right to change one profile (see [`Profile::claim`]).
-#[derive(Debug)]
+/// The right to change one profile (see [`Profile::claim`]). Clones share
+/// the claim; it ends when the last one is dropped.
+#[derive(Debug, Clone)]
 pub struct ProfileClaim {
     profile: Profile,
-    _lock: fs::File,
+    _lock: std::sync::Arc<fs::File>,
 }
 
 /// What [`ProfileClaim::clear_stale_locks`] removed.
@@ -266,6 +267,17 @@ impl Staging {
     /// The staged tree seen as a profile with the same critical files.
     pub fn inventory(&self, critical: &[ProfilePath]) -> Result<Inventory, VolumeError> {
         inventory_of(&self.path, critical)
+    }
+
+    /// Removes `Singleton*` locks copied along with the tree: a staged
+    /// profile is never in use.
+    pub fn clear_locks(&self) -> Result<Vec<PathBuf>, VolumeError> {
+        remove_singletons(&self.path)
+    }
+
+    /// See [`ProfileClaim::reset_crash_exit_type`].
+    pub fn reset_crash_exit_type(&self) -> Result<bool, VolumeError> {
+        reset_crash_exit_type(&self.path)
     }
 
     /// Moves the staged profile down one level when the real profile is the
@@ -327,32 +339,9 @@ impl ProfileClaim {
                 pid,
             });
         }
-        let mut cleanup = LockCleanup::default();
-        for folder in [dir.clone(), dir.join("Default")] {
-            let entries = match fs::read_dir(&folder) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(&folder, "list")(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(io_err(&folder, "list"))?;
-                if !is_singleton(&entry.file_name()) {
-                    continue;
-                }
-                let path = entry.path();
-                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-                let removed = if is_dir {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                match removed {
-                    Ok(()) => cleanup.removed.push(path),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(&path, "remove a stale lock")(e)),
-                }
-            }
-        }
+        let cleanup = LockCleanup {
+            removed: remove_singletons(dir)?,
+        };
         if !cleanup.removed.is_empty() {
             tracing::info!(profile = %dir.display(), removed = cleanup.removed.len(), "cleared stale browser locks");
         }
@@ -456,6 +445,37 @@ impl ProfileClaim {
         }
         Ok(())
     }
+}
+
+/// Removes `Singleton*` at the top of `dir` and under `Default/`.
+fn remove_singletons(dir: &Path) -> Result<Vec<PathBuf>, VolumeError> {
+    let mut removed = Vec::new();
+    for folder in [dir.to_path_buf(), dir.join("Default")] {
+        let entries = match fs::read_dir(&folder) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&folder, "list")(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err(&folder, "list"))?;
+            if !is_singleton(&entry.file_name()) {
+                continue;
+            }
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let result = if is_dir {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            match result {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path, "remove a stale lock")(e)),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn is_singleton(name: &OsStr) -> bool {

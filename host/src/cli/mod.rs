@@ -3,6 +3,7 @@
 //! command.
 
 pub mod policy;
+pub mod storage;
 
 /// Logs go to stderr so that stdout stays machine-readable (`--json`).
 /// `RUST_LOG` overrides the default level (`info`).
