@@ -73,6 +73,22 @@ fn s3(
     env: &[(String, String)],
 ) -> Result<object_store::aws::AmazonS3, String> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    let has_credentials = env.iter().any(|(k, _)| {
+        matches!(
+            k.as_str(),
+            "AWS_ACCESS_KEY_ID"
+                | "AWS_WEB_IDENTITY_TOKEN_FILE"
+                | "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
+                | "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+        )
+    });
+    if !has_credentials {
+        tracing::warn!(
+            store = %url,
+            "no AWS credentials in the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); \
+             trying the instance metadata service"
+        );
+    }
     let mut b = AmazonS3Builder::new();
     for (key, value) in env {
         if key.starts_with("AWS_")
