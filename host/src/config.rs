@@ -191,12 +191,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}:{line}:{column}: {message}", path.display())]
+    #[error("{}:{line}:{column}: {message} (in `{snippet}`)", path.display())]
     Invalid {
         path: PathBuf,
         line: usize,
         column: usize,
         message: String,
+        /// The offending line, trimmed.
+        snippet: String,
     },
 }
 
@@ -223,6 +225,12 @@ impl Config {
                 line,
                 column,
                 message,
+                snippet: text
+                    .lines()
+                    .nth(line - 1)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
             }
         };
         let mut config: Config = with_base_dir(base, || toml::from_str(text))
@@ -661,8 +669,12 @@ mod tests {
                 line,
                 column,
                 message,
+                snippet,
                 ..
-            }) => (line, column, message),
+            }) => {
+                assert!(!snippet.is_empty());
+                (line, column, message)
+            }
             other => panic!("expected an error, got {other:?}"),
         }
     }

@@ -85,13 +85,17 @@ impl Setup {
                 s3::endpoint()
             ),
         };
+        let mut retention = String::new();
+        for (key, default) in [("keep_days", "30"), ("keep_last", "2")] {
+            if !backup_extra.contains(key) {
+                retention.push_str(&format!("{key} = {default}\n"));
+            }
+        }
         let text = format!(
             r#"data_dir = "{data_dir}"
 [backup]
 store = "{store}"
-keep_days = 30
-keep_last = 2
-retry_timeout_secs = 5
+{retention}retry_timeout_secs = 5
 max_retries = 2
 {backup_extra}
 {s3_table}
