@@ -73,6 +73,24 @@ fn http(endpoint: &str, method: &str, path: &str) -> std::io::Result<String> {
     Ok(reply.lines().next().unwrap_or_default().to_string())
 }
 
+/// `moto_server` on PATH, else where scripts/install-deps.sh puts it.
+fn moto_binary() -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.is_file())
+    });
+    on_path.unwrap_or_else(|| {
+        let tools = std::env::var_os("VIGIL_TOOLS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/vigil")
+            });
+        tools.join("moto/bin/moto_server")
+    })
+}
+
 fn start_moto() -> Result<String, String> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -82,7 +100,7 @@ fn start_moto() -> Result<String, String> {
     // The parent-death signal follows the thread that forked, not the
     // process: fork from a thread that lives as long as the test process.
     std::thread::spawn(move || {
-        let mut cmd = Command::new("moto_server");
+        let mut cmd = Command::new(moto_binary());
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
