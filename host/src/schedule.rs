@@ -36,7 +36,9 @@ pub enum ScheduleError {
 /// a run in progress.
 pub struct Schedule {
     scheduler: JobScheduler,
-    running: Arc<Mutex<()>>,
+    /// Held by a run in progress; `true` once stopped, so that a tick
+    /// already dispatched when `shutdown` came does not run after it.
+    running: Arc<Mutex<bool>>,
     name: String,
 }
 
@@ -53,7 +55,7 @@ impl Schedule {
         let scheduler = JobScheduler::new()
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let running = Arc::new(Mutex::new(()));
+        let running = Arc::new(Mutex::new(false));
         let job_running = Arc::clone(&running);
         let job_name = name.to_string();
         let job = Job::new_async(cron.as_str(), move |_, _| {
@@ -91,7 +93,7 @@ impl Schedule {
         if let Err(e) = self.scheduler.shutdown().await {
             tracing::warn!(schedule = self.name, error = %e, "scheduler did not shut down cleanly");
         }
-        let _wait = self.running.lock().await;
+        *self.running.lock().await = true;
         tracing::info!(schedule = self.name, "schedule stopped");
     }
 }

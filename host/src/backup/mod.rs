@@ -593,13 +593,17 @@ impl Backups {
                     scan.unreadable.push((key, reason));
                 }
                 Some(Ok(manifest)) => {
-                    if manifest.id.as_str() != id || &manifest.session != session {
+                    let archive_names = [format!("{id}.tar.gz"), format!("{id}.tar.gz.age")];
+                    if manifest.id.as_str() != id
+                        || &manifest.session != session
+                        || !archive_names.contains(&manifest.archive)
+                    {
                         let key = group
                             .manifest
                             .map(|m| m.location.to_string())
                             .unwrap_or_default();
                         scan.unreadable
-                            .push((key, "names another backup or session".into()));
+                            .push((key, "names another backup, session or archive".into()));
                         continue;
                     }
                     let problem = match &group.archive {
@@ -809,16 +813,19 @@ impl Backups {
         };
         let progress = progress.clone();
         tracing::info!(session = %session, id = %manifest.id, staging = %target.display(), "extracting the backup beside the profile");
+        // The staging folder moves into the blocking task, so that a failed
+        // extraction is also deleted there, off the async threads.
         let unpacking = tokio::task::spawn_blocking(move || {
             let decoding = match &identities {
                 Some(ids) => Decoding::Age(ids),
                 None => Decoding::Plain,
             };
             archive::unpack(reader, &target, Some(expect), decoding, &progress)
+                .map(|summary| (summary, staging))
         });
         let (pumped, unpacked) = tokio::join!(pump, unpacking);
         pumped.map_err(self.store_err("download", &key))?;
-        let unpacked = unpacked.map_err(task_failed)?.map_err(archive_err)?;
+        let (unpacked, staging) = unpacked.map_err(task_failed)?.map_err(archive_err)?;
 
         let critical = profile.profile().critical().to_vec();
         let claim = profile.clone();
@@ -843,24 +850,38 @@ impl Backups {
         Ok((unpacked.files, unpacked.bytes_out))
     }
 
+    /// A reader of the archive for blocking code, and the future that feeds
+    /// it (await both together). A `file://` archive is read straight from
+    /// disk: object_store would hand it over in 8 KiB hops.
     async fn download(
         &self,
         entry: &BackupEntry,
         key: &StorePath,
-    ) -> Result<
-        (
-            store::DownloadReader,
-            impl Future<Output = object_store::Result<()>> + use<>,
-        ),
-        BackupError,
-    > {
+    ) -> Result<(Box<dyn std::io::Read + Send>, store::Pump), BackupError> {
+        let missing = || BackupError::ArchiveMissing {
+            session: entry.manifest.session.clone(),
+            id: entry.manifest.id.clone(),
+            key: key.to_string(),
+        };
+        if let Some(dir) = &self.local_dir {
+            let path = dir.join(key.as_ref());
+            return match std::fs::File::open(&path) {
+                Ok(file) => Ok((
+                    Box::new(std::io::BufReader::with_capacity(256 << 10, file)),
+                    Box::pin(async { Ok(()) }),
+                )),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing()),
+                Err(e) => Err(self.store_err("download", key)(
+                    object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    },
+                )),
+            };
+        }
         match store::download(&self.store, key).await {
-            Ok(d) => Ok(d),
-            Err(object_store::Error::NotFound { .. }) => Err(BackupError::ArchiveMissing {
-                session: entry.manifest.session.clone(),
-                id: entry.manifest.id.clone(),
-                key: key.to_string(),
-            }),
+            Ok((reader, pump)) => Ok((Box::new(reader), Box::pin(pump))),
+            Err(object_store::Error::NotFound { .. }) => Err(missing()),
             Err(e) => Err(self.store_err("download", key)(e)),
         }
     }

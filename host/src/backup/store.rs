@@ -198,6 +198,9 @@ pub(super) async fn feed(
     Ok(sent)
 }
 
+/// Feeds a download's reader; await it alongside the blocking consumer.
+pub(super) type Pump = std::pin::Pin<Box<dyn Future<Output = object_store::Result<()>> + Send>>;
+
 /// The blocking end of a download.
 pub(super) struct DownloadReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
