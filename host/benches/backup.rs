@@ -8,8 +8,8 @@
 //!
 //! Sizes are in MB. Each measurement is run REPS times (default 3),
 //! alternating tar and vigil so both see the same machine noise, and the
-//! median is shown. Files are read once before timing, so both start from
-//! a warm page cache.
+//! median is shown. Files are read once before timing and dirty pages are
+//! flushed (sync), so both start from the same warm page cache. `VIGIL_BENCH_KEEP=1` keeps the generated data.
 
 #[path = "../../tests/common/profile.rs"]
 #[allow(dead_code)]
@@ -28,6 +28,12 @@ struct Run {
 /// also reaps the child).
 #[allow(clippy::zombie_processes)]
 fn measure(cmd: &mut Command) -> Run {
+    // A child's peak RSS starts from its parent's peak at fork (the kernel
+    // keeps the high-water mark across exec): reset ours (Linux >= 4.0) so
+    // only the bench's small current RSS is inherited.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    // Start each run with no dirty pages left by the previous one.
+    rustix::fs::sync();
     let started = Instant::now();
     let child = cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let mut status = 0;
@@ -56,10 +62,19 @@ fn median(mut runs: Vec<Run>) -> Run {
     }
 }
 
+/// Reads files through a small buffer: warms the page cache without
+/// growing this process (see `measure`).
 fn warm(dir: &Path) {
-    for p in profile::all_paths(dir) {
-        if p.is_file() {
-            let _ = std::fs::read(&p);
+    let paths = if dir.is_file() {
+        vec![dir.to_path_buf()]
+    } else {
+        profile::all_paths(dir)
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    for p in paths {
+        if let Ok(mut f) = std::fs::File::open(&p) {
+            use std::io::Read;
+            while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
         }
     }
 }
@@ -154,8 +169,7 @@ fn main() {
         for _ in 0..reps {
             let _ = std::fs::remove_dir_all(&out);
             std::fs::create_dir_all(&out).unwrap();
-            warm(&reference.parent().unwrap().join("store"));
-            let _ = std::fs::read(&reference);
+            warm(&reference);
             tar_x.push(measure(
                 Command::new("tar")
                     .arg("xzf")
@@ -164,7 +178,7 @@ fn main() {
                     .arg(&out),
             ));
             std::fs::remove_dir_all(&src).unwrap();
-            let _ = std::fs::read(&archive);
+            warm(&archive);
             vigil_x.push(measure(
                 Command::new(vigil)
                     .arg("--config")
@@ -189,6 +203,9 @@ fn main() {
             0,
             0,
         );
+        if std::env::var_os("VIGIL_BENCH_KEEP").is_some() {
+            eprintln!("kept {}", work.keep().display());
+        }
     }
 }
 

@@ -995,7 +995,106 @@ fn link_stays_inside(root: &Path, parent: &Path, target: &Path) -> bool {
     at.starts_with(root)
 }
 
+/// Files up to this size are handed to the writer threads whole; bigger
+/// ones are streamed to disk by the reading thread.
+const SMALL_FILE: u64 = 1 << 20;
+
+/// A small file read whole from the archive, for a writer thread.
+struct FileJob {
+    dest: PathBuf,
+    entry: String,
+    data: Vec<u8>,
+    mode: u32,
+    mtime: Option<u64>,
+}
+
+/// Creating files is mostly kernel time: writing small ones from several
+/// threads is what lets a restore keep up with `tar -xzf`, whose `gzip`
+/// runs beside it.
 fn extract(tar_stream: &mut dyn Read, root: &Path, progress: &Progress) -> Consumed<(u64, u64)> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(2);
+    let failed: Mutex<Option<Consumed<()>>> = Mutex::new(None);
+    let (tx, rx) = mpsc::sync_channel::<FileJob>(2 * threads);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (rx, failed) = (&rx, &failed);
+            s.spawn(move || {
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    if let Err(stop) = write_small_file(&job, progress) {
+                        let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
+                        slot.get_or_insert(stop);
+                        return;
+                    }
+                }
+            });
+        }
+        let outcome = extract_entries(tar_stream, root, progress, &tx, &failed);
+        drop(tx);
+        outcome
+    })
+    .and_then_writers(failed.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+impl<T> Consumed<T> {
+    /// A writer's failure wins over the reader's success (and over its
+    /// "the writers stopped" error).
+    fn and_then_writers(self, writers: Option<Consumed<()>>) -> Consumed<T> {
+        match (self, writers) {
+            (Consumed::Damaged(e), _) if !matches!(e, ArchiveError::Panicked) => {
+                Consumed::Damaged(e)
+            }
+            (_, Some(Consumed::Damaged(e))) => Consumed::Damaged(e),
+            (_, Some(Consumed::Local(e))) => Consumed::Local(e),
+            (other, _) => other,
+        }
+    }
+}
+
+fn write_small_file(job: &FileJob, progress: &Progress) -> Result<(), Consumed<()>> {
+    let write = |source| {
+        Consumed::Local(ArchiveError::Write {
+            path: job.dest.clone(),
+            source,
+        })
+    };
+    let mut file = match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(job.mode)
+        .open(&job.dest)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(Consumed::Damaged(ArchiveError::Unsafe {
+                entry: job.entry.clone(),
+                reason: "a file replaces an earlier entry".into(),
+            }));
+        }
+        Err(e) => return Err(write(e)),
+    };
+    file.write_all(&job.data).map_err(write)?;
+    if let Some(mtime) = job.mtime {
+        let _ = file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime));
+    }
+    progress.add(job.data.len() as u64, 1);
+    Ok(())
+}
+
+fn extract_entries(
+    tar_stream: &mut dyn Read,
+    root: &Path,
+    progress: &Progress,
+    writers: &mpsc::SyncSender<FileJob>,
+    failed: &Mutex<Option<Consumed<()>>>,
+) -> Consumed<(u64, u64)> {
     let damaged = |e: io::Error| Consumed::Damaged(ArchiveError::Corrupt(format!("tar: {e}")));
     let mut archive = tar::Archive::new(tar_stream);
     let entries = match archive.entries() {
@@ -1062,10 +1161,10 @@ fn extract(tar_stream: &mut dyn Read, root: &Path, progress: &Progress) -> Consu
                 source,
             })
         };
-        let exists = fs::symlink_metadata(&dest).ok();
+        let exists = || fs::symlink_metadata(&dest).ok();
         match kind {
             tar::EntryType::Directory => {
-                match exists {
+                match exists() {
                     Some(m) if m.is_dir() => {}
                     Some(_) => return unsafe_entry("a folder replaces an earlier entry".into()),
                     None => {
@@ -1078,10 +1177,29 @@ fn extract(tar_stream: &mut dyn Read, root: &Path, progress: &Progress) -> Consu
                 let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(mode));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                if exists.is_some() {
-                    return unsafe_entry("a file replaces an earlier entry".into());
-                }
                 let mode = entry.header().mode().unwrap_or(0o644) & 0o777 | 0o600;
+                let size = entry.size();
+                if size <= SMALL_FILE {
+                    let mut data = Vec::with_capacity(size as usize);
+                    if let Err(e) = entry.read_to_end(&mut data) {
+                        return damaged(e);
+                    }
+                    files += 1;
+                    bytes += data.len() as u64;
+                    let job = FileJob {
+                        dest: dest.clone(),
+                        entry: raw_path.to_string_lossy().into_owned(),
+                        data,
+                        mode,
+                        mtime: entry.header().mtime().ok(),
+                    };
+                    let stopped = failed.lock().map_or(true, |f| f.is_some());
+                    if stopped || writers.send(job).is_err() {
+                        // The writer's own error is reported by `extract`.
+                        return Consumed::Local(ArchiveError::Panicked);
+                    }
+                    continue;
+                }
                 let mut file = match fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -1089,6 +1207,10 @@ fn extract(tar_stream: &mut dyn Read, root: &Path, progress: &Progress) -> Consu
                     .open(&dest)
                 {
                     Ok(f) => f,
+                    // create_new never follows or replaces what is there.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        return unsafe_entry("a file replaces an earlier entry".into());
+                    }
                     Err(e) => return write(e),
                 };
                 let mut written = 0u64;
@@ -1124,7 +1246,7 @@ fn extract(tar_stream: &mut dyn Read, root: &Path, progress: &Progress) -> Consu
                         target.display()
                     ));
                 }
-                if exists.is_some() {
+                if exists().is_some() {
                     return unsafe_entry("a link replaces an earlier entry".into());
                 }
                 if let Err(e) = std::os::unix::fs::symlink(&target, &dest) {

@@ -264,6 +264,21 @@ impl Staging {
         &self.path
     }
 
+    /// The critical paths missing or empty in the staged tree. Stops at the
+    /// first file with data in each, so it costs little on a big profile.
+    pub fn critical_missing(
+        &self,
+        critical: &[ProfilePath],
+    ) -> Result<Vec<ProfilePath>, VolumeError> {
+        let mut missing = Vec::new();
+        for c in critical {
+            if !has_data(&self.path.join(c.as_path()))? {
+                missing.push(c.clone());
+            }
+        }
+        Ok(missing)
+    }
+
     /// The staged tree seen as a profile with the same critical files.
     pub fn inventory(&self, critical: &[ProfilePath]) -> Result<Inventory, VolumeError> {
         inventory_of(&self.path, critical)
@@ -367,6 +382,11 @@ impl ProfileClaim {
     /// rename (`RENAME_EXCHANGE`) where the file system allows it, so the
     /// profile path always holds either the old or the new tree; the old
     /// one is deleted only afterwards.
+    ///
+    /// Nothing is fsynced: on a journaling file system a crash leaves the
+    /// old or the new tree, and a lost restore is simply redone at the next
+    /// start, while an fsync of the folder would force every restored byte
+    /// to disk first (seconds on a big profile).
     pub fn replace_with(&self, mut staging: Staging) -> Result<(), VolumeError> {
         let target = &self.profile.dir;
         let exists = fs::symlink_metadata(target).is_ok();
@@ -374,7 +394,6 @@ impl ProfileClaim {
             fs::rename(&staging.path, target)
                 .map_err(io_err(target, "move the staged profile into place"))?;
             staging.keep = true;
-            sync_parent(target);
             return Ok(());
         }
         let old = match exchange(&staging.path, target) {
@@ -397,7 +416,6 @@ impl ProfileClaim {
             }
             Err(e) => return Err(io_err(target, "swap in the staged profile")(e)),
         };
-        sync_parent(target);
         staging.keep = true;
         if let Err(e) = remove_tree(&old) {
             tracing::warn!(path = %old.display(), error = %e, "could not delete the replaced profile; it is removed at the next claim");
@@ -500,15 +518,6 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(io::Error::from)
 }
 
-/// Makes a rename durable; a failure only costs durability, not correctness.
-fn sync_parent(path: &Path) {
-    if let Some(parent) = path.parent()
-        && let Ok(dir) = fs::File::open(parent)
-    {
-        let _ = dir.sync_all();
-    }
-}
-
 fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -564,6 +573,27 @@ fn presence(path: &Path) -> Result<Presence, VolumeError> {
     } else {
         Presence::Present { bytes }
     })
+}
+
+/// A non-empty regular file at `path` or anywhere under it.
+fn has_data(path: &Path) -> Result<bool, VolumeError> {
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&p, "stat")(e)),
+        };
+        if meta.is_file() && meta.len() > 0 {
+            return Ok(true);
+        }
+        if meta.is_dir() {
+            for entry in fs::read_dir(&p).map_err(io_err(&p, "list"))? {
+                stack.push(entry.map_err(io_err(&p, "list"))?.path());
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Bytes and count of regular files under `dir`, not following links.

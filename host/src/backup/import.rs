@@ -104,19 +104,19 @@ fn import_blocking(
                 path: source.to_path_buf(),
                 source: Box::new(e),
             })?;
-        let top_level = staging.inventory(&critical)?;
-        if !looks_like_profile(staging.path(), &top_level.critical_missing(), &critical) {
+        let missing = staging.critical_missing(&critical)?;
+        if !looks_like_profile(staging.path(), &missing, &critical) {
             staging.hoist_single_folder()?;
         }
         (summary.files, summary.bytes_out)
     };
     staging.clear_locks()?;
-    let staged = staging.inventory(&critical)?;
-    if !staged.critical_complete() {
+    let missing = staging.critical_missing(&critical)?;
+    if !missing.is_empty() {
         return Err(BackupError::MissingCritical {
             session: session.clone(),
             dir: source.to_path_buf(),
-            missing: staged.critical_missing(),
+            missing,
         });
     }
     staging.reset_crash_exit_type()?;

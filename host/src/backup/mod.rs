@@ -832,12 +832,12 @@ impl Backups {
         let id = manifest.id.clone();
         let session_id = session.clone();
         tokio::task::spawn_blocking(move || {
-            let inventory = staging.inventory(&critical)?;
-            if !inventory.critical_complete() {
+            let missing = staging.critical_missing(&critical)?;
+            if !missing.is_empty() {
                 return Err(BackupError::ArchiveLacksCritical {
                     session: session_id,
                     id,
-                    missing: inventory.critical_missing(),
+                    missing,
                 });
             }
             staging.reset_crash_exit_type()?;
