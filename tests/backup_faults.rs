@@ -487,15 +487,32 @@ async fn a_full_store_disk_fails_the_backup_and_keeps_the_previous_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_data_disk_fails_the_restore_and_keeps_the_profile() {
+    // Big files are streamed by the reading thread, small ones go to
+    // writer threads: the disk fills up on one path, then on the other.
+    for (big, small, failing) in [(6 << 20, 0, "000100.ldb"), (2 << 20, 50, "blobs")] {
+        full_data_disk(big, small, failing).await;
+    }
+}
+
+async fn full_data_disk(big: usize, small_files: usize, failing: &str) {
     let root = tempfile::tempdir().unwrap();
     let _disk = Tmpfs::mount(&root.path().join("data"), "10m");
     let s = Setup::in_dir(root, StoreKind::File, "", "data", "backups");
     profile::small(&s.profile_dir());
+    let mut noise = profile::Noise::new(6);
     std::fs::write(
         s.profile_dir().join(profile::ORIGIN_DB).join("000100.ldb"),
-        profile::Noise::new(6).random(6 << 20),
+        noise.random(big),
     )
     .unwrap();
+    for i in 0..small_files {
+        // Sorted before the database: written first on restore.
+        let blob = s
+            .profile_dir()
+            .join(format!("Default/IndexedDB/blobs/{i:03}"));
+        std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        std::fs::write(blob, noise.random(100 << 10)).unwrap();
+    }
     let backups = s.backups();
     let claim = s.claim();
     let m = backups
@@ -509,12 +526,13 @@ async fn a_full_data_disk_fails_the_restore_and_keeps_the_profile() {
         .unwrap();
     let before = profile::snapshot(&s.profile_dir());
 
-    // Profile (6 MiB) plus its staged copy (6 MiB) do not fit in 10 MiB.
+    // The profile (6-7 MiB) and its staged copy do not fit in 10 MiB.
     let err = backups
         .restore(&s.session, &m.id, &claim, true, &Progress::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("No space left on device"), "{err}");
+    assert!(err.to_string().contains(failing), "names the file: {err}");
     assert!(
         !err.is_damaged_backup(),
         "a full disk is not the backup's fault"

@@ -1028,10 +1028,14 @@ fn extract(tar_stream: &mut dyn Read, root: &Path, progress: &Progress) -> Consu
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
+                    // After a failure, keep taking jobs (and dropping them)
+                    // so that the reader never blocks on a full channel.
+                    if failed.lock().map_or(true, |f| f.is_some()) {
+                        continue;
+                    }
                     if let Err(stop) = write_small_file(&job, progress) {
                         let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
                         slot.get_or_insert(stop);
-                        return;
                     }
                 }
             });
