@@ -54,7 +54,11 @@ pub(super) fn open(cfg: &BackupConfig, env: &[(String, String)]) -> Result<Opene
                             .filter(|(k, _)| k.starts_with("GOOGLE_") || k.starts_with("AZURE_"))
                             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
                     )
-                    .map_err(|e| format!("{e} (this build supports file://, s3://, memory://)"))?;
+                    .map_err(|e| {
+                        format!(
+                            "{e} (gs:// and az:// need vigil built with its gcp / azure features)"
+                        )
+                    })?;
                     Arc::from(store)
                 }
             };
