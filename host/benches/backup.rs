@@ -31,6 +31,9 @@ fn measure(cmd: &mut Command) -> Run {
     // A child's peak RSS starts from its parent's peak at fork (the kernel
     // keeps the high-water mark across exec): reset ours (Linux >= 4.0) so
     // only the bench's small current RSS is inherited.
+    // SAFETY: plain FFI; hands freed heap back to the kernel first, so the
+    // current RSS that every child inherits is small.
+    unsafe { libc::malloc_trim(0) };
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     // Start each run with no dirty pages left by the previous one.
     rustix::fs::sync();
