@@ -34,11 +34,15 @@ pub enum Command {
     ///
     /// Exit codes: 0 published, 1 error, 3 refused (critical files missing,
     /// profile held by a running browser or by the Vigil service).
-    Backup { session: SessionId },
+    Backup {
+        /// The session, as named in vigil.toml.
+        session: SessionId,
+    },
     /// List a session's backups, newest first.
     ///
     /// Exit codes: 0 listed, 1 error.
     Backups {
+        /// The session, as named in the store.
         session: SessionId,
         /// One JSON array on stdout.
         #[arg(long)]
@@ -50,6 +54,7 @@ pub enum Command {
     /// Exit codes: 0 restored, 1 error, 3 refused (a complete profile is in
     /// place and --force was not given, or it is in use), 4 no good backup.
     Restore {
+        /// The session, as named in vigil.toml.
         session: SessionId,
         /// Restore this backup, and only this one.
         #[arg(long)]
@@ -63,6 +68,7 @@ pub enum Command {
     ///
     /// Exit codes: 0 all good, 1 error, 4 damaged backups found.
     Verify {
+        /// The session, as named in the store.
         session: SessionId,
         /// Every backup of the session, not only the newest.
         #[arg(long)]
@@ -83,6 +89,7 @@ pub enum Command {
     ///
     /// Exit codes: 0 shown, 1 error.
     Inspect {
+        /// The session, as named in vigil.toml.
         session: SessionId,
         #[arg(long)]
         json: bool,
@@ -95,6 +102,7 @@ pub enum Command {
     /// place without --force, source held by a running browser, critical
     /// files missing).
     Import {
+        /// The session, as named in vigil.toml.
         session: SessionId,
         path: PathBuf,
         /// Replace a complete profile.
