@@ -20,8 +20,10 @@ plugins: deps
 run: deps plugins
 	$(CARGO) run -p vigil -- run --config examples/vigil.toml
 
+# One moto S3 server for the whole run (scripts/with-s3.sh); tests that
+# fill a disk mount a small tmpfs and need root, as CI has.
 test: deps-test plugins
-	$(CARGO) test --workspace
+	scripts/with-s3.sh $(CARGO) test --workspace
 
 check:
 	$(CARGO) fmt --all -- --check

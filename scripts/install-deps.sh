@@ -25,9 +25,19 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}"
 fi
 
+# moto's S3 server for the object-storage tests. Installed into its own
+# virtualenv (Debian's python refuses system-wide pip installs); the tests
+# and scripts/with-s3.sh look for it on PATH first, then there.
 if [ "$what" = test ]; then
-  if ! command -v moto_server >/dev/null; then
-    echo "install-deps: pip install moto[server]" >&2
-    python3 -m pip install --quiet 'moto[server]'
+  tools="${VIGIL_TOOLS:-$HOME/.cache/vigil}"
+  if ! command -v moto_server >/dev/null && [ ! -x "$tools/moto/bin/moto_server" ]; then
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+      echo "install-deps: apt-get install python3-venv" >&2
+      as_root apt-get update -qq
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv
+    fi
+    echo "install-deps: moto[server] into $tools/moto" >&2
+    python3 -m venv "$tools/moto"
+    "$tools/moto/bin/pip" install --quiet 'moto[server]'
   fi
 fi

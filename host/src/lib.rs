@@ -23,8 +23,13 @@
 //! never import `session` or `supervisor`, and nothing here knows a web app
 //! by name.
 
+pub mod archive;
+pub mod backup;
 pub mod browser;
+pub mod config;
 pub mod fixture;
 pub mod id;
-pub mod session;
 pub mod policy;
+pub mod schedule;
+pub mod session;
+pub mod volume;

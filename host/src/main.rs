@@ -37,6 +37,8 @@ enum Command {
     },
     /// Serve the fixture web app (a stand-in web app with a persistent login).
     Fixture(cli::fixture::Args),
+    #[command(flatten)]
+    Storage(cli::storage::Command),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Policy { command } => cli::policy::run(&cli.config, command).await,
             Command::Fixture(args) => cli::fixture::run(args).await,
+            Command::Storage(command) => cli::storage::run(&cli.config, command).await,
         }
     });
     match outcome {

@@ -5,3 +5,6 @@
 pub mod chromium;
 pub mod fixture;
 pub mod plugins;
+pub mod profile;
+pub mod s3;
+pub mod storage;

@@ -4,6 +4,7 @@
 
 pub mod fixture;
 pub mod policy;
+pub mod storage;
 
 /// Logs go to stderr so that stdout stays machine-readable (`--json`).
 /// `RUST_LOG` overrides the default level (`info`; chromiumoxide only at
