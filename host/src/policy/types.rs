@@ -53,6 +53,44 @@ pub enum SessionState {
     Failed,
 }
 
+impl SessionState {
+    pub const ALL: [SessionState; 8] = [
+        Self::Starting,
+        Self::Restoring,
+        Self::Launching,
+        Self::Connected,
+        Self::Degraded,
+        Self::NeedsLogin,
+        Self::Stopped,
+        Self::Failed,
+    ];
+
+    /// The state's name in logs, the API and the WIT ("needs-login").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Restoring => "restoring",
+            Self::Launching => "launching",
+            Self::Connected => "connected",
+            Self::Degraded => "degraded",
+            Self::NeedsLogin => "needs-login",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Past start-up: the session reached a browser state or a final one.
+    pub fn is_settled(self) -> bool {
+        !matches!(self, Self::Starting | Self::Restoring | Self::Launching)
+    }
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A snapshot of one session, taken just before a keepalive or watchdog call.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Facts {

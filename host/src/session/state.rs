@@ -3,64 +3,15 @@
 //! decides nothing about *when* to move (that is [`super`]'s loop).
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
 use crate::id::SessionId;
 
-/// Where a session is in its life. `Stopped` and `Failed` are final until an
-/// operator restarts the session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SessionState {
-    Starting,
-    Restoring,
-    Launching,
-    Connected,
-    Degraded,
-    NeedsLogin,
-    Stopped,
-    Failed,
-}
-
-impl SessionState {
-    pub const ALL: [SessionState; 8] = [
-        Self::Starting,
-        Self::Restoring,
-        Self::Launching,
-        Self::Connected,
-        Self::Degraded,
-        Self::NeedsLogin,
-        Self::Stopped,
-        Self::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Restoring => "restoring",
-            Self::Launching => "launching",
-            Self::Connected => "connected",
-            Self::Degraded => "degraded",
-            Self::NeedsLogin => "needs-login",
-            Self::Stopped => "stopped",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// Past start-up: the session reached a browser state or a final one.
-    pub fn is_settled(self) -> bool {
-        !matches!(self, Self::Starting | Self::Restoring | Self::Launching)
-    }
-}
-
-impl fmt::Display for SessionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The session's states are the ones policies see: one enum, so a policy
+/// and the status API never disagree on a name.
+pub use crate::policy::SessionState;
 
 /// One move of the state machine, as the operator sees it in the history.
 #[derive(Clone, Debug, Serialize)]
