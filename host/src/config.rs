@@ -47,8 +47,64 @@ pub struct Config {
     pub backup: BackupConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// `[browser]`: how Chromium is started, shared by every session.
+    #[serde(default)]
+    pub browser: crate::browser::BrowserSettings,
+    #[serde(default)]
+    pub service: ServiceConfig,
+    /// `[fixture]`: when present, `vigil run` also serves the fixture web
+    /// app (a stand-in for a real web app, for trying Vigil out).
+    #[serde(default)]
+    pub fixture: Option<FixtureConfig>,
     #[serde(default, rename = "session")]
     pub sessions: Vec<SessionConfig>,
+}
+
+/// `[service]`: how `vigil run` drives its sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Browsers started at the same time; the rest wait their turn, so a
+    /// host with many sessions does not start them all in one CPU spike.
+    pub max_concurrent_launches: usize,
+    /// SIGTERM / SIGINT: close every browser gracefully, take the shutdown
+    /// backups, and exit within this many seconds whatever is left.
+    pub shutdown_timeout_secs: u64,
+    /// How often each session's page is probed (sessions may override).
+    pub probe_interval_secs: Seconds,
+    /// How long a launched page may take to show connected or needs-login
+    /// before the session counts as degraded (sessions may override).
+    pub connect_timeout_secs: Seconds,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_launches: 2,
+            shutdown_timeout_secs: 90,
+            probe_interval_secs: Seconds(std::time::Duration::from_secs(10)),
+            connect_timeout_secs: Seconds(std::time::Duration::from_secs(60)),
+        }
+    }
+}
+
+/// `[fixture]`: the bundled stand-in web app (see README "The fixture app").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureConfig {
+    /// Where it listens; keep the port fixed (Chromium files the page's
+    /// IndexedDB under its origin, port included).
+    pub listen: std::net::SocketAddr,
+    /// Mark a page idle after this many seconds without user input.
+    #[serde(default)]
+    pub idle_after_secs: Option<Seconds>,
+    /// Pair every login code by itself after this many seconds, as if a
+    /// phone scanned it.
+    #[serde(default)]
+    pub auto_pair_after_secs: Option<Seconds>,
+    /// Keep paired devices here across restarts.
+    #[serde(default, deserialize_with = "opt_path")]
+    pub state_file: Option<PathBuf>,
 }
 
 /// `[backup]`: where backups go, when, how long they are kept.
@@ -89,6 +145,11 @@ pub struct BackupConfig {
     /// fails (cloud stores only; `file://` does not retry).
     pub retry_timeout_secs: u64,
     pub max_retries: usize,
+    /// Back up a session once it reaches connected after a new login (or
+    /// when it has no backup yet), rather than waiting for the schedule.
+    pub after_login: bool,
+    /// Back up every connected session when `vigil run` shuts down.
+    pub on_shutdown: bool,
     pub s3: S3Options,
 }
 
@@ -115,6 +176,10 @@ pub struct PolicyConfig {
     /// Folder of policy files (watched).
     #[serde(deserialize_with = "path")]
     pub dir: PathBuf,
+    /// Compiled plugins are kept here between starts (default
+    /// `data_dir/policy-cache`).
+    #[serde(deserialize_with = "opt_path")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// One `[[session]]`.
@@ -127,6 +192,16 @@ pub struct SessionConfig {
     /// Overrides `[backup] critical` for this session's web app.
     #[serde(default)]
     pub critical: Option<Vec<ProfilePath>>,
+    /// How to tell the page's state (see README "The probe"). Default: the
+    /// page counts as connected once it has loaded.
+    #[serde(default)]
+    pub probe: Option<crate::browser::Probe>,
+    /// Overrides `[service] probe_interval_secs`.
+    #[serde(default)]
+    pub probe_interval_secs: Option<Seconds>,
+    /// Overrides `[service] connect_timeout_secs`.
+    #[serde(default)]
+    pub connect_timeout_secs: Option<Seconds>,
 }
 
 /// How a backup gets a consistent profile.
@@ -165,6 +240,8 @@ impl Default for BackupConfig {
             compression_level: CompressionLevel(6),
             retry_timeout_secs: 60,
             max_retries: 5,
+            after_login: true,
+            on_shutdown: true,
             s3: S3Options::default(),
         }
     }
@@ -174,6 +251,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             dir: resolve(Path::new("policies")),
+            cache_dir: None,
         }
     }
 }
@@ -249,6 +327,14 @@ impl Config {
     /// Where the profile of `session` lives.
     pub fn profile_dir(&self, session: &SessionId) -> PathBuf {
         self.data_dir.join("profiles").join(session.as_str())
+    }
+
+    /// Where compiled plugins are cached.
+    pub fn policy_cache_dir(&self) -> PathBuf {
+        self.policy
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("policy-cache"))
     }
 
     /// The critical paths of `session`'s profile: its own list or the
@@ -347,6 +433,30 @@ fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// A positive number of seconds (`10`, `0.5`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(std::time::Duration);
+
+impl Seconds {
+    pub fn get(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let secs = f64::deserialize(d)?;
+        if secs.is_nan() || secs <= 0.0 {
+            return Err(serde::de::Error::custom(format!(
+                "expected a positive number of seconds, got {secs}"
+            )));
+        }
+        std::time::Duration::try_from_secs_f64(secs)
+            .map(Seconds)
+            .map_err(|_| serde::de::Error::custom(format!("{secs} seconds is too long")))
+    }
 }
 
 /// `deserialize_with` for a path resolved against the config file's folder.

@@ -32,4 +32,5 @@ pub mod id;
 pub mod policy;
 pub mod schedule;
 pub mod session;
+pub mod supervisor;
 pub mod volume;

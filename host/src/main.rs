@@ -30,6 +30,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: restore, launch and keep every configured session
+    /// alive until SIGTERM or Ctrl-C. Exit codes: 0 after a clean shutdown,
+    /// 1 when it cannot start (bad config, store or policies).
+    Run,
     /// Check and test policies (no browser, no network).
     Policy {
         #[command(subcommand)]
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
+            Command::Run => cli::run::run(&cli.config).await,
             Command::Policy { command } => cli::policy::run(&cli.config, command).await,
             Command::Fixture(args) => cli::fixture::run(args).await,
             Command::Storage(command) => cli::storage::run(&cli.config, command).await,

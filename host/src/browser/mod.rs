@@ -204,7 +204,8 @@ impl Browser {
         let mut liveness = process.liveness();
         let url = tokio::select! {
             url = devtools_url => url.ok(),
-            _ = liveness.wait_for(|l| l.exit().is_some()) => None,
+            // Mapped to `()` so no `watch::Ref` (not `Send`) outlives the select.
+            _ = async { let _ = liveness.wait_for(|l| l.exit().is_some()).await; } => None,
             _ = tokio::time::sleep(settings.launch_timeout) => {
                 let stderr = process.stderr_tail().await;
                 return Err(BrowserError::LaunchTimeout {

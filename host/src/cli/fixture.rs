@@ -44,17 +44,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
     .await?;
     println!("{}", fixture.url());
-    wait_for_stop().await?;
+    super::wait_for_stop().await?;
     fixture.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_stop() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }

@@ -4,10 +4,11 @@
 
 pub mod fixture;
 pub mod policy;
+pub mod run;
 pub mod storage;
 
 /// Logs go to stderr so that stdout stays machine-readable (`--json`).
-/// `RUST_LOG` overrides the default level (`info`; chromiumoxide only at
+/// `RUST_LOG` overrides the default level (`info`; tokio_cron_scheduler at `warn`, chromiumoxide only at
 /// `error`, as it warns about every DevTools event newer than its protocol
 /// types, which Chromium sends all the time).
 /// Colours only when stderr is a terminal, so journald and log files get
@@ -16,10 +17,21 @@ pub fn init_logging() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=error"));
+        .unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=error,tokio_cron_scheduler=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn wait_for_stop() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }

@@ -80,9 +80,9 @@ impl Lifeline {
         let reason = reason.into();
         let from = self.state;
         if matches!(to, SessionState::Failed | SessionState::Degraded) {
-            tracing::warn!(session = %self.session, state = %to, from = %from, %reason, "session {} is {to}: {reason}", self.session);
+            tracing::warn!(session = %self.session, state = %to, from = %from, "session {} is {to}: {reason}", self.session);
         } else {
-            tracing::info!(session = %self.session, state = %to, from = %from, %reason, "session {} is {to}: {reason}", self.session);
+            tracing::info!(session = %self.session, state = %to, from = %from, "session {} is {to}: {reason}", self.session);
         }
         let now = SystemTime::now();
         if self.history.len() == Self::CAPACITY {

@@ -1,0 +1,217 @@
+//! All sessions of one host: start them from the config, run the backup
+//! schedule and the policy reload watcher, and drain everything on
+//! shutdown. Owns every task it starts; knows nothing of HTTP or of how a
+//! session decides (that is `session` and `policy`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Semaphore, broadcast, watch};
+
+use crate::backup::{BackupError, Backups};
+use crate::config::Config;
+use crate::id::SessionId;
+use crate::policy::{PolicyError, PolicyRuntime, PolicySource, ReloadWatcher, RuntimeOptions};
+use crate::schedule::{Schedule, ScheduleError, Task};
+use crate::session::{
+    SessionClient, SessionDeps, SessionEvent, SessionHandle, SessionSpec, SessionState,
+};
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SupervisorError {
+    #[error("{}: no [[session]] is configured; add one (see examples/vigil.toml)", file.display())]
+    NoSessions { file: std::path::PathBuf },
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error("policies: {0}")]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+}
+
+/// The running host.
+pub struct Supervisor {
+    sessions: BTreeMap<SessionId, SessionHandle>,
+    policies: Arc<PolicyRuntime>,
+    backups: Arc<Backups>,
+    events: broadcast::Sender<SessionEvent>,
+    shutdown: watch::Sender<bool>,
+    watcher: Option<ReloadWatcher>,
+    schedule: Option<Schedule>,
+    started: SystemTime,
+}
+
+impl Supervisor {
+    /// Opens the backup store and the policies, then starts every session
+    /// (at most `[service] max_concurrent_launches` browsers launching at
+    /// once), the policy watcher and the backup schedule.
+    pub async fn start(config: &Config) -> Result<Self, SupervisorError> {
+        if config.sessions.is_empty() {
+            return Err(SupervisorError::NoSessions {
+                file: config.file.clone(),
+            });
+        }
+        let backups = Arc::new(Backups::open(&config.backup)?);
+        let policies = Arc::new(
+            PolicyRuntime::start(
+                RuntimeOptions::new(PolicySource::Directory(config.policy.dir.clone()))
+                    .cache_dir(config.policy_cache_dir()),
+            )
+            .await?,
+        );
+        let watcher = policies.watch()?;
+        let (events, _) = broadcast::channel(1024);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let deps = SessionDeps {
+            policies: Arc::clone(&policies),
+            backups: Arc::clone(&backups),
+            launches: Arc::new(Semaphore::new(
+                config.service.max_concurrent_launches.max(1),
+            )),
+            events: events.clone(),
+        };
+        let sessions: BTreeMap<SessionId, SessionHandle> = SessionSpec::all(config)
+            .into_iter()
+            .map(|spec| {
+                let id = spec.id.clone();
+                (
+                    id,
+                    SessionHandle::spawn(spec, deps.clone(), shutdown_rx.clone()),
+                )
+            })
+            .collect();
+        let clients: Vec<SessionClient> = sessions.values().map(|h| h.client().clone()).collect();
+        let schedule = Schedule::start(
+            "backup",
+            &config.backup.schedule,
+            scheduled_backups(clients, Arc::clone(&backups)),
+        )
+        .await?;
+        tracing::info!(
+            sessions = sessions.len(),
+            store = backups.store_url(),
+            policies = %config.policy.dir.display(),
+            "vigil started"
+        );
+        Ok(Self {
+            sessions,
+            policies,
+            backups,
+            events,
+            shutdown,
+            watcher: Some(watcher),
+            schedule: Some(schedule),
+            started: SystemTime::now(),
+        })
+    }
+
+    pub fn session(&self, id: &SessionId) -> Option<&SessionClient> {
+        self.sessions.get(id).map(SessionHandle::client)
+    }
+
+    /// Every session, ordered by id.
+    pub fn sessions(&self) -> impl Iterator<Item = &SessionClient> {
+        self.sessions.values().map(SessionHandle::client)
+    }
+
+    pub fn policies(&self) -> &Arc<PolicyRuntime> {
+        &self.policies
+    }
+
+    pub fn backups(&self) -> &Arc<Backups> {
+        &self.backups
+    }
+
+    /// Transitions, backups and restores of every session, as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// Every session is past start-up (connected, needs-login, degraded,
+    /// or failed): what `/readyz` and systemd's READY=1 wait for.
+    pub fn ready(&self) -> bool {
+        self.sessions().all(|s| s.state().is_settled())
+    }
+
+    /// Waits until [`Supervisor::ready`].
+    pub async fn wait_ready(&self) {
+        for session in self.sessions() {
+            let mut status = session.watch();
+            let _ = status.wait_for(|s| s.state.is_settled()).await;
+        }
+    }
+
+    /// Stops the schedule and the watcher, tells every session to close its
+    /// browser gracefully (and take its shutdown backup), and waits up to
+    /// `bound` for them; sessions still busy then are aborted, which kills
+    /// their browsers.
+    pub async fn shutdown(mut self, bound: Duration) {
+        tracing::info!(
+            bound_s = bound.as_secs(),
+            "shutting down: closing browsers, taking shutdown backups"
+        );
+        let _ = self.shutdown.send(true);
+        if let Some(schedule) = self.schedule.take() {
+            schedule.shutdown().await;
+        }
+        if let Some(watcher) = self.watcher.take() {
+            watcher.stop().await;
+        }
+        let aborts: Vec<_> = self
+            .sessions
+            .values()
+            .map(|h| (h.client().id().clone(), h.abort_handle()))
+            .collect();
+        let drain = futures::future::join_all(
+            std::mem::take(&mut self.sessions)
+                .into_values()
+                .map(SessionHandle::join),
+        );
+        if tokio::time::timeout(bound, drain).await.is_err() {
+            for (id, abort) in aborts {
+                if !abort.is_finished() {
+                    tracing::error!(session = %id, "did not stop within {} s; killing it", bound.as_secs());
+                    abort.abort();
+                }
+            }
+        }
+        tracing::info!("vigil stopped");
+    }
+}
+
+/// The scheduled run: ask each running session for a backup, one at a
+/// time (a quiesced backup closes that session's browser briefly), then
+/// apply retention. Sessions that need a login are skipped: their profile
+/// would bury the last logged-in backup.
+fn scheduled_backups(sessions: Vec<SessionClient>, backups: Arc<Backups>) -> Task {
+    Arc::new(move || {
+        let sessions = sessions.clone();
+        let backups = Arc::clone(&backups);
+        Box::pin(async move {
+            for session in &sessions {
+                let state = session.state();
+                if !matches!(state, SessionState::Connected | SessionState::Degraded) {
+                    tracing::info!(session = %session.id(), %state, "scheduled backup skipped");
+                    continue;
+                }
+                if let Err(e) = session.backup_now().await {
+                    tracing::error!(session = %session.id(), error = %e, "scheduled backup failed");
+                }
+            }
+            match backups.prune(chrono::Utc::now(), false).await {
+                Ok(report) => {
+                    let deleted: usize = report.sessions.iter().map(|s| s.deleted.len()).sum();
+                    tracing::info!(deleted, "scheduled retention done");
+                }
+                Err(e) => tracing::error!(error = %e, "scheduled retention failed"),
+            }
+        })
+    })
+}
