@@ -110,6 +110,40 @@ fn a_stale_lock_from_another_host_is_cleared_at_both_levels() {
 }
 
 #[test]
+fn a_dead_browser_s_socket_folder_goes_with_its_lock_but_a_live_one_stays() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("main");
+    profile::small(&dir);
+    // What a kill -9 leaves: the socket link into a folder of its own in
+    // the temp folder, where nobody listens any more.
+    let dead = tempfile::Builder::new()
+        .prefix("org.chromium.Chromium.")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap()
+        .keep();
+    std::fs::write(dead.join("SingletonSocket"), b"").unwrap();
+    std::fs::remove_file(dir.join("SingletonSocket")).unwrap();
+    symlink(dead.join("SingletonSocket"), dir.join("SingletonSocket")).unwrap();
+    let claim = Profile::new(&dir, critical()).claim().unwrap();
+    let cleared = claim.clear_stale_locks().unwrap();
+    assert!(!dead.exists(), "the dead browser's folder is removed");
+    assert!(cleared.removed.contains(&dead), "{cleared:?}");
+
+    // A folder whose socket still answers belongs to a live browser.
+    let live = tempfile::Builder::new()
+        .prefix("org.chromium.Chromium.")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let _listener =
+        std::os::unix::net::UnixListener::bind(live.path().join("SingletonSocket")).unwrap();
+    symlink("another-machine-4242", dir.join("SingletonLock")).unwrap();
+    symlink(live.path().join("SingletonSocket"), dir.join("SingletonSocket")).unwrap();
+    claim.clear_stale_locks().unwrap();
+    assert!(live.path().join("SingletonSocket").exists(), "a live socket stays");
+    assert!(std::fs::symlink_metadata(dir.join("SingletonSocket")).is_err());
+}
+
+#[test]
 fn a_lock_held_by_a_live_local_process_is_refused_until_it_dies() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("main");

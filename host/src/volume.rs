@@ -354,9 +354,19 @@ impl ProfileClaim {
                 pid,
             });
         }
-        let cleanup = LockCleanup {
+        let socket_dir = abandoned_socket_dir(dir);
+        let mut cleanup = LockCleanup {
             removed: remove_singletons(dir)?,
         };
+        if let Some(socket_dir) = socket_dir {
+            match fs::remove_dir_all(&socket_dir) {
+                Ok(()) => cleanup.removed.push(socket_dir),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %socket_dir.display(), error = %e, "could not remove a dead browser's socket folder")
+                }
+            }
+        }
         if !cleanup.removed.is_empty() {
             tracing::info!(profile = %dir.display(), removed = cleanup.removed.len(), "cleared stale browser locks");
         }
@@ -494,6 +504,23 @@ fn remove_singletons(dir: &Path) -> Result<Vec<PathBuf>, VolumeError> {
         }
     }
     Ok(removed)
+}
+
+/// The `/tmp/org.chromium.Chromium.XXXXXX` folder a dead browser's
+/// `SingletonSocket` link points to: Chromium leaves one behind at every
+/// crash. Only a folder of that name in the temp folder, holding a socket
+/// nobody listens on, is returned.
+fn abandoned_socket_dir(profile: &Path) -> Option<PathBuf> {
+    let target = fs::read_link(profile.join("SingletonSocket")).ok()?;
+    let folder = target.parent()?;
+    let named_like_chromium = folder
+        .file_name()?
+        .to_str()?
+        .starts_with("org.chromium.Chromium.");
+    let in_temp = folder.parent() == Some(std::env::temp_dir().as_path())
+        || folder.parent() == Some(Path::new("/tmp"));
+    let listening = std::os::unix::net::UnixStream::connect(&target).is_ok();
+    (named_like_chromium && in_temp && !listening).then(|| folder.to_path_buf())
 }
 
 fn is_singleton(name: &OsStr) -> bool {

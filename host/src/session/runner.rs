@@ -473,6 +473,8 @@ impl Runner {
         probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut keepalive_at = self.next_call(Role::Keepalive);
         let mut watchdog_at = self.next_call(Role::Watchdog);
+        let mut reloads = self.deps.policies.subscribe();
+        let mut reloads_open = true;
         loop {
             if self.backup_due {
                 self.backup_due = false;
@@ -507,6 +509,15 @@ impl Runner {
                         return phase;
                     }
                     watchdog_at = self.next_call(Role::Watchdog);
+                }
+                reload = reloads.recv(), if reloads_open => {
+                    // A reloaded policy with a shorter interval takes effect
+                    // now, not after the old, longer wait.
+                    if matches!(reload, Err(broadcast::error::RecvError::Closed)) {
+                        reloads_open = false;
+                    }
+                    keepalive_at = keepalive_at.min(self.next_call(Role::Keepalive));
+                    watchdog_at = watchdog_at.min(self.next_call(Role::Watchdog));
                 }
             }
         }
