@@ -137,9 +137,16 @@ fn a_dead_browser_s_socket_folder_goes_with_its_lock_but_a_live_one_stays() {
     let _listener =
         std::os::unix::net::UnixListener::bind(live.path().join("SingletonSocket")).unwrap();
     symlink("another-machine-4242", dir.join("SingletonLock")).unwrap();
-    symlink(live.path().join("SingletonSocket"), dir.join("SingletonSocket")).unwrap();
+    symlink(
+        live.path().join("SingletonSocket"),
+        dir.join("SingletonSocket"),
+    )
+    .unwrap();
     claim.clear_stale_locks().unwrap();
-    assert!(live.path().join("SingletonSocket").exists(), "a live socket stays");
+    assert!(
+        live.path().join("SingletonSocket").exists(),
+        "a live socket stays"
+    );
     assert!(std::fs::symlink_metadata(dir.join("SingletonSocket")).is_err());
 }
 

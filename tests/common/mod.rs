@@ -4,6 +4,7 @@
 
 pub mod chromium;
 pub mod fixture;
+pub mod host;
 pub mod plugins;
 pub mod profile;
 pub mod s3;

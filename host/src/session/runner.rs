@@ -287,26 +287,40 @@ impl Runner {
 
     /// Clears stale browser locks and the crash flag, then launches.
     async fn launch_on_disk(&mut self, reason: String, exists: bool) -> Phase {
-        if exists && let Err(e) = self.tidy_profile().await {
-            return self.fail(e);
+        if exists {
+            self.relaunch(reason).await
+        } else {
+            Phase::Launch(reason)
         }
-        Phase::Launch(reason)
+    }
+
+    /// Tidies the profile (see [`Runner::tidy_profile`]) and launches,
+    /// saying in the reason what was tidied.
+    async fn relaunch(&mut self, reason: String) -> Phase {
+        match self.tidy_profile().await {
+            Ok(tidied) if tidied.is_empty() => Phase::Launch(reason),
+            Ok(tidied) => Phase::Launch(format!("{reason} ({})", tidied.join(", "))),
+            Err(e) => self.fail(e),
+        }
     }
 
     /// Removes `Singleton*` links left by a browser that is gone and marks
     /// the last exit clean, so the next launch neither refuses the profile
-    /// nor shows a "restore pages?" bubble.
-    async fn tidy_profile(&mut self) -> Result<(), String> {
+    /// nor shows a "restore pages?" bubble. Returns what it did, in words.
+    async fn tidy_profile(&mut self) -> Result<Vec<String>, String> {
         let Some(claim) = self.claim.clone() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        let session = self.spec.id.clone();
         blocking(move || {
-            claim.clear_stale_locks()?;
-            if claim.reset_crash_exit_type()? {
-                tracing::info!(%session, "marked the last browser exit as clean");
+            let mut tidied = Vec::new();
+            let cleared = claim.clear_stale_locks()?.removed.len();
+            if cleared > 0 {
+                tidied.push(format!("cleared {cleared} stale browser lock(s)"));
             }
-            Ok::<_, volume::VolumeError>(())
+            if claim.reset_crash_exit_type()? {
+                tidied.push("marked the last exit clean".to_string());
+            }
+            Ok::<_, volume::VolumeError>(tidied)
         })
         .await
         .map_err(|e| e.to_string())
@@ -419,10 +433,7 @@ impl Runner {
                 if self.sleep_or_shutdown(wait).await {
                     return Phase::Stop;
                 }
-                if let Err(e) = self.tidy_profile().await {
-                    return self.fail(e);
-                }
-                return Phase::Launch("retrying the launch".into());
+                return self.relaunch("retrying the launch".into()).await;
             }
         };
         self.launch_failures = 0;
@@ -658,10 +669,7 @@ impl Runner {
             Verdict::RestartBrowser { reason } => {
                 self.note_restart();
                 self.close_browser().await;
-                if let Err(e) = self.tidy_profile().await {
-                    return Some(self.fail(e));
-                }
-                Some(Phase::Launch(format!("watchdog: {reason}")))
+                Some(self.relaunch(format!("watchdog: {reason}")).await)
             }
             Verdict::RestoreFromBackup { reason } => {
                 let (phase, _) = self.restore_now(None, format!("watchdog: {reason}")).await;
@@ -690,10 +698,8 @@ impl Runner {
                 return Phase::Stop;
             }
         }
-        if let Err(e) = self.tidy_profile().await {
-            return self.fail(e);
-        }
-        Phase::Launch("relaunching after the browser exited".into())
+        self.relaunch("relaunching after the browser exited".into())
+            .await
     }
 
     fn note_restart(&mut self) {
@@ -733,16 +739,11 @@ impl Runner {
             format!("restoring {which}: {reason}"),
         );
         let result = self.restore_backup(backup).await;
-        if let Err(e) = self.tidy_profile().await {
-            return (self.fail(e), result);
-        }
-        let phase = match &result {
-            Ok(report) => Phase::Launch(format!("restored backup {}", report.id)),
-            Err(e) => Phase::Launch(format!(
-                "restore failed ({e}); relaunching on the profile on disk"
-            )),
+        let reason = match &result {
+            Ok(report) => format!("restored backup {}", report.id),
+            Err(e) => format!("restore failed ({e}); relaunching on the profile on disk"),
         };
-        (phase, result)
+        (self.relaunch(reason).await, result)
     }
 
     // ------------------------------------------------------------- backup
@@ -872,10 +873,7 @@ impl Runner {
             Command::Restart { reply } => {
                 self.close_browser().await;
                 let _ = reply.send(Ok(()));
-                Some(match self.tidy_profile().await {
-                    Ok(()) => Phase::Launch("restart asked by the operator".into()),
-                    Err(e) => self.fail(e),
-                })
+                Some(self.relaunch("restart asked by the operator".into()).await)
             }
             Command::Screenshot { reply } => {
                 let result = match &self.browser {

@@ -1,0 +1,463 @@
+//! End to end, in a real Chromium: a Vigil host keeps the fixture app's
+//! session logged in across host restarts, lost disks, crashes, stale
+//! locks, dropped connections, idleness, policy changes and a corrupt
+//! backup. Each test tells the story an operator would live through.
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::time::Duration;
+
+use common::chromium::{browser_slot, init_logging};
+use common::host::{Policies, SESSION, TestHost, history};
+use vigil::session::{RestoreSource, SessionState};
+
+const START: Duration = Duration::from_secs(90);
+
+/// (a) A paired session survives a host restart with no new login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_host_reconnects_without_a_new_login() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    let device = host.pair_and_connect().await;
+    host.stop().await;
+    assert!(
+        !host.web.report().await.device(&device).unwrap().connected,
+        "the browser closed with the host"
+    );
+
+    host.start().await;
+    let status = host.wait_state(SessionState::Connected, START).await;
+    assert_eq!(
+        status.last_restore.as_ref().map(|r| r.source),
+        Some(RestoreSource::Disk),
+        "{}",
+        history(&status)
+    );
+    let report = host.web.report().await;
+    assert_eq!(report.pairings, 1, "no new login: {report:?}");
+    assert!(report.device(&device).unwrap().connected);
+    host.stop().await;
+}
+
+/// (b) The profile is lost with its disk: the host restores it from the
+/// backup taken after the login and connects with no new login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_profile_is_restored_from_backup_and_connects() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    let device = host.pair_and_connect().await;
+    host.stop().await;
+    std::fs::remove_dir_all(host.profile_dir()).unwrap();
+
+    host.start().await;
+    let status = host.wait_state(SessionState::Connected, START).await;
+    let restore = status.last_restore.clone().expect("a restore happened");
+    assert_eq!(
+        restore.source,
+        RestoreSource::Backup,
+        "{}",
+        history(&status)
+    );
+    assert!(
+        status
+            .history
+            .iter()
+            .any(|t| t.to == SessionState::Restoring),
+        "{}",
+        history(&status)
+    );
+    let report = host.web.report().await;
+    assert_eq!(report.pairings, 1, "no new login: {report:?}");
+    assert!(report.device(&device).unwrap().connected);
+    host.stop().await;
+}
+
+/// (c) Chromium is killed: the session notices at once, relaunches on a
+/// tidied profile (stale locks cleared, exit marked clean so no "restore
+/// pages?" bubble), and connects again with the same login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_browser_is_relaunched_and_reconnects() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    host.pair_and_connect().await;
+    let pid = host.status().browser_pid.expect("a browser runs");
+    // Chromium 156 writes `exit_type: Crashed` into the profile's
+    // Preferences about 10 s after it starts (measured here); a kill
+    // before that leaves the previous clean exit on disk.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+
+    // SAFETY: kill(2) on a process this test's host started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    // Noticed at once (the process is watched), not at the next watchdog
+    // tick: the relaunch starts within a couple of seconds.
+    let noticed = host
+        .wait_status(
+            "the relaunch after the crash",
+            Duration::from_secs(3),
+            |s| {
+                s.history
+                    .iter()
+                    .any(|t| t.reason.starts_with("relaunching after the browser exited"))
+            },
+        )
+        .await;
+    assert_eq!(noticed.counters.restarts, 1);
+
+    let status = host
+        .wait_status("connected again", Duration::from_secs(60), |s| {
+            s.state == SessionState::Connected && s.browser_pid.is_some_and(|p| p != pid)
+        })
+        .await;
+    let relaunch = status
+        .history
+        .iter()
+        .rev()
+        .find(|t| t.reason.starts_with("relaunching after the browser exited"))
+        .unwrap_or_else(|| panic!("no relaunch:\n{}", history(&status)));
+    assert!(
+        relaunch.reason.contains("stale browser lock"),
+        "{}",
+        relaunch.reason
+    );
+    assert!(
+        relaunch.reason.contains("marked the last exit clean"),
+        "{}",
+        relaunch.reason
+    );
+    assert_eq!(host.web.report().await.pairings, 1);
+    host.stop().await;
+}
+
+/// (d) A profile restored from another machine carries that machine's
+/// lock: it is stale here, cleared, and the session starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lock_from_another_host_is_cleared() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    host.pair_and_connect().await;
+    host.stop().await;
+    let lock = host.profile_dir().join("SingletonLock");
+    let _ = std::fs::remove_file(&lock);
+    symlink("another-machine-4242", &lock).unwrap();
+
+    host.start().await;
+    let status = host.wait_state(SessionState::Connected, START).await;
+    let launch = status
+        .history
+        .iter()
+        .find(|t| t.to == SessionState::Launching)
+        .unwrap();
+    assert!(
+        launch.reason.contains("cleared 1 stale browser lock"),
+        "{}",
+        history(&status)
+    );
+    let owner = std::fs::read_link(&lock).expect("the running browser's lock");
+    assert!(
+        !owner.to_string_lossy().starts_with("another-machine"),
+        "{owner:?}"
+    );
+    assert_eq!(host.web.report().await.pairings, 1);
+    host.stop().await;
+}
+
+/// (d) A profile in use by a live browser on this host is refused with a
+/// clear error, and that browser is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_held_by_a_live_browser_is_refused() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    let other = common::chromium::launch("intruder", &host.profile_dir()).await;
+
+    host.start().await;
+    let status = host.wait_state(SessionState::Failed, START).await;
+    assert!(
+        status.reason.contains("held by a running browser")
+            && status.reason.contains(&other.pid().to_string()),
+        "{}",
+        status.reason
+    );
+    assert!(
+        other.exit_signal().gone().is_none(),
+        "the other browser runs on"
+    );
+    host.stop().await;
+    other.close().await;
+}
+
+/// (e) The app drops its connection: the page shows disconnected and does
+/// not reconnect by itself; the watchdog policy restarts the browser and
+/// the session connects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_brings_back_a_dropped_connection() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    let device = host.pair_and_connect().await;
+    let connects = host.web.report().await.device(&device).unwrap().connects;
+
+    assert_eq!(host.web.drop_connections().await, 1);
+    host.wait_state(SessionState::Degraded, Duration::from_secs(10))
+        .await;
+    let status = host
+        .wait_status(
+            "the watchdog's restart, then connected",
+            Duration::from_secs(60),
+            |s| {
+                s.state == SessionState::Connected
+                    && s.history.iter().any(|t| {
+                        t.to == SessionState::Launching && t.reason.starts_with("watchdog:")
+                    })
+            },
+        )
+        .await;
+    assert!(status.counters.restarts >= 1);
+    let decision = status.last_decision.expect("a policy decided");
+    assert!(
+        decision.served_by.contains("watchdog.toml"),
+        "served by the policy file: {}",
+        decision.served_by
+    );
+    let report = host.web.report().await;
+    assert!(report.device(&device).unwrap().connects > connects);
+    assert_eq!(report.pairings, 1);
+    host.stop().await;
+}
+
+/// (f) With the activity policy the page stays active past the app's idle
+/// limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_activity_policy_keeps_the_page_from_going_idle() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let policies = Policies {
+        keepalive_interval: Some("1s"),
+        watchdog_interval: "1h",
+        ..Policies::default()
+    };
+    let mut host = TestHost::new(policies, None).await;
+    let device = host.pair_and_connect().await;
+    host.fixture.set_idle_after(Some(Duration::from_secs(3)));
+
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let report = host.web.report().await;
+    let seen = report.device(&device).unwrap();
+    assert_eq!(seen.idle_count, 0, "{seen:?}");
+    assert!(seen.activity_reports > 0, "{seen:?}");
+    assert_eq!(host.status().state, SessionState::Connected);
+    host.stop().await;
+}
+
+/// (f) Without a keepalive call in time, the app marks the page idle and
+/// the session shows degraded with the page's word for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_activity_the_app_marks_the_page_idle() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let policies = Policies {
+        keepalive_interval: Some("1h"),
+        watchdog_interval: "1h",
+        ..Policies::default()
+    };
+    let mut host = TestHost::new(policies, None).await;
+    let device = host.pair_and_connect().await;
+    host.fixture.set_idle_after(Some(Duration::from_secs(3)));
+
+    let status = host
+        .wait_status("the page idle", Duration::from_secs(15), |s| {
+            s.state == SessionState::Degraded
+        })
+        .await;
+    assert!(status.reason.contains("idle"), "{}", status.reason);
+    let seen = host.web.report().await;
+    assert!(seen.device(&device).unwrap().idle_count >= 1, "{seen:?}");
+    host.stop().await;
+}
+
+/// (g) The operator rewrites the keepalive policy file while the host
+/// runs: the new behaviour shows without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_keepalive_policy_applies_without_a_restart() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let policies = Policies {
+        keepalive_interval: Some("1h"),
+        watchdog_interval: "1h",
+        ..Policies::default()
+    };
+    let mut host = TestHost::new(policies, None).await;
+    let device = host.pair_and_connect().await;
+    let pid = host.status().browser_pid;
+    let before = host
+        .web
+        .report()
+        .await
+        .device(&device)
+        .unwrap()
+        .activity_reports;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        host.web
+            .report()
+            .await
+            .device(&device)
+            .unwrap()
+            .activity_reports,
+        before,
+        "no activity while the policy waits an hour"
+    );
+
+    host.write_keepalive("1s");
+    common::fixture::wait_until(
+        Duration::from_secs(10),
+        "activity from the new policy",
+        || async {
+            let now = host
+                .web
+                .report()
+                .await
+                .device(&device)
+                .unwrap()
+                .activity_reports;
+            (now > before).then_some(())
+        },
+    )
+    .await;
+    let status = host.status();
+    assert_eq!(status.browser_pid, pid, "the browser was not restarted");
+    assert_eq!(status.state, SessionState::Connected);
+    let loaded = host.supervisor().policies().status();
+    assert!(
+        serde_json::to_string(&loaded)
+            .unwrap()
+            .contains("keepalive.toml"),
+        "{loaded:?}"
+    );
+    host.stop().await;
+}
+
+/// (h) The newest backup is corrupt: the restore finds out before touching
+/// the profile, marks it, falls back to the one before, and connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_newest_backup_falls_back_to_the_one_before() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    host.pair_and_connect().await;
+    host.session().backup_now().await.expect("a second backup");
+    host.stop().await; // and a third, at shutdown
+
+    let mut ids: Vec<String> = std::fs::read_dir(host.backup_dir())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".manifest.json").map(str::to_string)
+        })
+        .collect();
+    ids.sort();
+    assert!(ids.len() >= 3, "{ids:?}");
+    let newest = ids.pop().unwrap();
+    let before = ids.pop().unwrap();
+    let archive = host.backup_dir().join(format!("{newest}.tar.gz"));
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&archive, bytes).unwrap();
+    std::fs::remove_dir_all(host.profile_dir()).unwrap();
+
+    host.start().await;
+    let status = host.wait_state(SessionState::Connected, START).await;
+    let restore = status.last_restore.clone().expect("restored");
+    assert_eq!(restore.source, RestoreSource::Backup);
+    assert_eq!(
+        restore.backup.as_deref(),
+        Some(before.as_str()),
+        "{}",
+        history(&status)
+    );
+    assert!(
+        host.backup_dir()
+            .join(format!("{newest}.failed.json"))
+            .exists(),
+        "the corrupt backup is marked"
+    );
+    assert_eq!(host.web.report().await.pairings, 1);
+    host.stop().await;
+}
+
+/// `vigil run` as operators run it: a process that logs each transition
+/// with the session and its new state, and stops cleanly on SIGTERM with a
+/// shutdown backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vigil_run_logs_transitions_and_stops_on_sigterm() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let host = TestHost::new(Policies::default(), None).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--config"])
+        .arg(&host.config_path)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start vigil run");
+    let stderr = child.stderr.take().unwrap();
+    let lines = tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all
+    });
+    common::fixture::wait_until(START, "a login code", || async {
+        host.web.report().await.pending_codes.last().cloned()
+    })
+    .await;
+    host.web.pair_shown_code().await;
+    common::fixture::wait_until(
+        Duration::from_secs(60),
+        "the backup after the login",
+        || async {
+            std::fs::read_dir(host.backup_dir())
+                .ok()?
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().ends_with(".manifest.json"))
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // SAFETY: kill(2) on the child this test started.
+    assert_eq!(
+        unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) },
+        0
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("vigil stops within its bound")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let log = lines.await.unwrap().join("\n");
+    for wanted in [
+        format!("session {SESSION} is needs-login"),
+        format!("session {SESSION} is connected"),
+        format!("session {SESSION} is stopped: the host is shutting down"),
+    ] {
+        assert!(log.contains(&wanted), "log lacks {wanted:?}:\n{log}");
+    }
+    assert!(log.contains("backup saved"), "{log}");
+    let profile = host.profile_dir();
+    assert!(
+        std::fs::symlink_metadata(profile.join("SingletonLock")).is_err(),
+        "a graceful close removes Chromium's lock"
+    );
+}
