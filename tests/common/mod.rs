@@ -8,3 +8,4 @@ pub mod plugins;
 pub mod profile;
 pub mod s3;
 pub mod storage;
+pub mod webhook;
