@@ -49,8 +49,8 @@ url = "{url}"
 secret_file = "webhook.secret"
 
 [webhooks]
-backoff_base = "10ms"
-backoff_max = "40ms"
+backoff_base_secs = 0.01
+backoff_max_secs = 0.04
 {extra}
 "#
     )
@@ -266,7 +266,7 @@ async fn a_receiver_that_does_not_answer_blocks_no_sender_and_its_queue_stays_bo
     let receiver = Receiver::start(SECRET, Answer::HoldUntilReleased).await;
     let setup = Setup::new(&one_webhook(
         &receiver.url("/vigil"),
-        "queue_capacity = 4\ntimeout = \"60s\"",
+        "queue_capacity = 4\ntimeout_secs = 60",
     ));
     let webhooks = setup.start();
     let sender = webhooks.sender();
@@ -311,7 +311,7 @@ async fn a_receiver_slower_than_the_timeout_counts_as_a_failed_attempt() {
     let receiver = Receiver::start(SECRET, Answer::Never).await;
     let setup = Setup::new(&one_webhook(
         &receiver.url("/vigil"),
-        "timeout = \"200ms\"\nmax_attempts = 2",
+        "timeout_secs = 0.2\nmax_attempts = 2",
     ));
     let webhooks = setup.start();
 
@@ -353,7 +353,7 @@ async fn shutdown_stops_retrying_a_dead_receiver_after_flush_timeout() {
     drop(dead);
     let setup = Setup::new(&one_webhook(
         &url,
-        "max_attempts = 1000\nflush_timeout = \"300ms\"",
+        "max_attempts = 1000\nflush_timeout_secs = 0.3",
     ));
     let webhooks = setup.start();
     let sender = webhooks.sender();

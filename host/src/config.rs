@@ -221,16 +221,16 @@ pub struct WebhookDelivery {
     /// Tries per event, the first included, before it is given up.
     pub max_attempts: std::num::NonZeroU32,
     /// The wait after the first failed try; it doubles after each one
-    /// (with jitter) up to `backoff_max`.
-    #[serde(deserialize_with = "duration")]
+    /// (with jitter) up to `backoff_max_secs`.
+    #[serde(rename = "backoff_base_secs", deserialize_with = "secs")]
     pub backoff_base: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(rename = "backoff_max_secs", deserialize_with = "secs")]
     pub backoff_max: Duration,
     /// A request (connect, send, answer) taking longer has failed.
-    #[serde(deserialize_with = "duration")]
+    #[serde(rename = "timeout_secs", deserialize_with = "secs")]
     pub timeout: Duration,
     /// On shutdown, how long queued events may still be delivered.
-    #[serde(deserialize_with = "duration")]
+    #[serde(rename = "flush_timeout_secs", deserialize_with = "secs")]
     pub flush_timeout: Duration,
 }
 
@@ -473,19 +473,15 @@ pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     Ok(resolve(&p))
 }
 
-/// `deserialize_with` for a positive duration written as `"10s"`,
-/// `"500ms"`, `"1m 30s"`.
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    match humantime::parse_duration(&text) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(serde::de::Error::custom(format!(
-            "duration {text:?} must be more than zero"
-        ))),
-        Err(e) => Err(serde::de::Error::custom(format!(
-            "duration {text:?}: {e} (write it like \"10s\", \"500ms\" or \"1m 30s\")"
-        ))),
-    }
+/// `deserialize_with` for a positive number of seconds (`10`, `0.25`).
+fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = f64::deserialize(d)?;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("{secs} is not a positive number of seconds"))
+        })
 }
 
 /// Like [`path`], for an optional field.
