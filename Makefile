@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps deps-test plugins check
+.PHONY: run test deps deps-test plugins check check-packaging
 
 deps:
 	scripts/install-deps.sh run
@@ -28,3 +28,7 @@ test: deps-test plugins
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Dockerfile, Kubernetes and systemd examples (README "Running as a service").
+check-packaging:
+	scripts/check-packaging.sh

@@ -17,6 +17,7 @@
 //! - [`session`]: one session's life, the state machine.
 //! - [`supervisor`]: all sessions: start, restore, stop, drain.
 //! - [`api`]: the HTTP admin API.
+//! - [`webhook`]: signed event notifications to the operator's services.
 //!
 //! Dependencies point one way: `supervisor` -> `session` -> (`browser`,
 //! `volume`, `backup`, `policy`). `volume`, `archive`, `backup` and `policy`
@@ -34,3 +35,4 @@ pub mod schedule;
 pub mod session;
 pub mod supervisor;
 pub mod volume;
+pub mod webhook;

@@ -9,3 +9,4 @@ pub mod plugins;
 pub mod profile;
 pub mod s3;
 pub mod storage;
+pub mod webhook;
