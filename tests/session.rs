@@ -461,3 +461,50 @@ async fn vigil_run_logs_transitions_and_stops_on_sigterm() {
         "a graceful close removes Chromium's lock"
     );
 }
+
+/// The operator's receiver is told, with signed webhooks, that the session
+/// connected and that its new login was backed up; a receiver that fails
+/// once gets the same delivery again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_tell_the_operator_about_the_login_and_its_backup() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let secret = "e2e-secret";
+    let receiver =
+        common::webhook::Receiver::start(secret, common::webhook::Answer::FailFirst(1)).await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    let secret_file = host.root.path().join("webhook.secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    host.append_config(&format!(
+        "[[webhook]]\nurl = {:?}\nsecret_file = {:?}\nevents = [\"session.*\", \"backup.*\"]\n[webhooks]\nbackoff_base_secs = 0.2\n",
+        receiver.url("/hook"),
+        secret_file.display().to_string()
+    ));
+    host.pair_and_connect().await;
+
+    let wanted = |a: &common::webhook::Attempt, event: &str| a.event == event && a.signature_valid;
+    let attempts = common::fixture::wait_until(Duration::from_secs(20), "the webhooks", || async {
+        let all = receiver.attempts();
+        let connected = all
+            .iter()
+            .any(|a| wanted(a, "session.state_changed") && a.json()["data"]["to"] == "connected");
+        let saved = all.iter().any(|a| wanted(a, "backup.saved"));
+        (connected && saved).then_some(all)
+    })
+    .await;
+    assert!(attempts.iter().all(|a| a.signature_valid));
+    let first = &attempts[0];
+    assert_eq!(
+        attempts
+            .iter()
+            .filter(|a| a.delivery == first.delivery)
+            .count(),
+        2,
+        "the first delivery failed once and was sent again"
+    );
+    assert!(
+        !attempts.iter().any(|a| a.event.starts_with("policy.")),
+        "filtered out"
+    );
+    host.stop().await;
+}

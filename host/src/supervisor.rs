@@ -15,8 +15,10 @@ use crate::id::SessionId;
 use crate::policy::{PolicyError, PolicyRuntime, PolicySource, ReloadWatcher, RuntimeOptions};
 use crate::schedule::{Schedule, ScheduleError, Task};
 use crate::session::{
-    SessionClient, SessionDeps, SessionEvent, SessionHandle, SessionSpec, SessionState,
+    RestoreSource, SessionClient, SessionDeps, SessionEvent, SessionHandle, SessionSpec,
+    SessionState,
 };
+use crate::webhook::{self, WebhookError, WebhookSender, WebhookStats, Webhooks};
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum SupervisorError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
 }
 
 /// The running host.
@@ -41,6 +45,10 @@ pub struct Supervisor {
     shutdown: watch::Sender<bool>,
     watcher: Option<ReloadWatcher>,
     schedule: Option<Schedule>,
+    webhooks: Option<Webhooks>,
+    /// Forwards session and policy events to the webhooks.
+    notifier: Option<tokio::task::JoinHandle<()>>,
+    webhook_sender: WebhookSender,
     started: SystemTime,
 }
 
@@ -54,6 +62,7 @@ impl Supervisor {
                 file: config.file.clone(),
             });
         }
+        let webhooks = Webhooks::start(&config.webhooks, &config.webhook_delivery)?;
         let backups = Arc::new(Backups::open(&config.backup)?);
         let policies = Arc::new(
             PolicyRuntime::start(
@@ -64,6 +73,12 @@ impl Supervisor {
         );
         let watcher = policies.watch()?;
         let (events, _) = broadcast::channel(1024);
+        let webhook_sender = webhooks.sender();
+        let notifier = tokio::spawn(notify(
+            events.subscribe(),
+            policies.subscribe(),
+            webhook_sender.clone(),
+        ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let deps = SessionDeps {
             policies: Arc::clone(&policies),
@@ -104,6 +119,9 @@ impl Supervisor {
             shutdown,
             watcher: Some(watcher),
             schedule: Some(schedule),
+            webhooks: Some(webhooks),
+            notifier: Some(notifier),
+            webhook_sender,
             started: SystemTime::now(),
         })
     }
@@ -128,6 +146,11 @@ impl Supervisor {
     /// Transitions, backups and restores of every session, as they happen.
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
         self.events.subscribe()
+    }
+
+    /// Deliveries per configured webhook, for `/metrics`.
+    pub fn webhook_stats(&self) -> Vec<WebhookStats> {
+        self.webhook_sender.stats()
     }
 
     pub fn started(&self) -> SystemTime {
@@ -182,6 +205,19 @@ impl Supervisor {
                 }
             }
         }
+        // Last, so the shutdown backups' events still go out.
+        if let Some(notifier) = self.notifier.take() {
+            notifier.abort();
+        }
+        if let Some(webhooks) = self.webhooks.take() {
+            let report = webhooks.shutdown().await;
+            if report.abandoned > 0 {
+                tracing::warn!(
+                    abandoned = report.abandoned,
+                    "webhook events not delivered before shutdown"
+                );
+            }
+        }
         tracing::info!("vigil stopped");
     }
 }
@@ -213,5 +249,94 @@ fn scheduled_backups(sessions: Vec<SessionClient>, backups: Arc<Backups>) -> Tas
                 Err(e) => tracing::error!(error = %e, "scheduled retention failed"),
             }
         })
+    })
+}
+
+/// Sends what operators asked to be told about to the webhooks. Lagging
+/// behind the broadcast loses the oldest events, as a full webhook queue
+/// does, and is logged.
+async fn notify(
+    mut sessions: broadcast::Receiver<SessionEvent>,
+    mut policies: broadcast::Receiver<crate::policy::ReloadEvent>,
+    webhooks: WebhookSender,
+) {
+    use broadcast::error::RecvError;
+    let (mut sessions_open, mut policies_open) = (true, true);
+    while sessions_open || policies_open {
+        tokio::select! {
+            event = sessions.recv(), if sessions_open => match event {
+                Ok(event) => {
+                    if let Some(event) = webhook_event(&event) {
+                        webhooks.send(event);
+                    }
+                }
+                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "webhooks fell behind session events"),
+                Err(RecvError::Closed) => sessions_open = false,
+            },
+            event = policies.recv(), if policies_open => match event {
+                Ok(event) => webhooks.send(webhook::Event::from(&event)),
+                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "webhooks fell behind policy reloads"),
+                Err(RecvError::Closed) => policies_open = false,
+            },
+        }
+    }
+}
+
+/// The webhook form of a session event; a fresh start is not a restore and
+/// is told by the state change to needs-login instead.
+fn webhook_event(event: &SessionEvent) -> Option<webhook::Event> {
+    let backup_id = |id: &str| id.parse::<crate::backup::BackupId>().ok();
+    Some(match event {
+        SessionEvent::StateChanged {
+            session,
+            from,
+            to,
+            reason,
+        } => webhook::Event::SessionStateChanged {
+            session: session.clone(),
+            from: *from,
+            to: *to,
+            reason: reason.clone(),
+        },
+        SessionEvent::BackupSaved {
+            session,
+            id,
+            size_bytes,
+            took,
+        } => webhook::Event::BackupSaved {
+            session: session.clone(),
+            backup: backup_id(id)?,
+            size_bytes: *size_bytes,
+            duration: *took,
+        },
+        SessionEvent::BackupFailed { session, error } => webhook::Event::BackupFailed {
+            session: session.clone(),
+            error: error.clone(),
+        },
+        SessionEvent::Restored {
+            session,
+            source,
+            backup,
+            took,
+        } => webhook::Event::RestoreDone {
+            session: session.clone(),
+            source: match source {
+                RestoreSource::Disk => webhook::RestoreSource::Disk,
+                RestoreSource::Backup => {
+                    webhook::RestoreSource::Backup(backup.as_deref().and_then(backup_id)?)
+                }
+                RestoreSource::Fresh => return None,
+            },
+            duration: *took,
+        },
+        SessionEvent::RestoreFailed {
+            session,
+            backup,
+            error,
+        } => webhook::Event::RestoreFailed {
+            session: session.clone(),
+            backup: backup.as_deref().and_then(backup_id),
+            error: error.clone(),
+        },
     })
 }

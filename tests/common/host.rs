@@ -75,6 +75,14 @@ impl TestHost {
         host
     }
 
+    /// Adds tables to `vigil.toml` (before [`TestHost::start`]).
+    pub fn append_config(&self, text: &str) {
+        let mut config = std::fs::read_to_string(&self.config_path).expect("read vigil.toml");
+        config.push('\n');
+        config.push_str(text);
+        std::fs::write(&self.config_path, config).expect("write vigil.toml");
+    }
+
     pub fn policy_dir(&self) -> PathBuf {
         self.root.path().join("policies")
     }
