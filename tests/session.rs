@@ -191,6 +191,38 @@ async fn a_profile_held_by_a_live_browser_is_refused() {
     other.close().await;
 }
 
+/// The web app is down when the host starts: the session is degraded, not
+/// failed, and the watchdog keeps relaunching until the app answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_down_at_start_is_retried_until_it_answers() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    let addr = host.take_app_down().await;
+
+    host.start().await;
+    let status = host.wait_state(SessionState::Degraded, START).await;
+    assert!(
+        status.reason.contains(&addr.to_string()),
+        "{}",
+        status.reason
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_ne!(host.status().state, SessionState::Failed);
+
+    host.bring_app_back(addr).await;
+    let status = host.wait_state(SessionState::NeedsLogin, START).await;
+    assert!(
+        status
+            .history
+            .iter()
+            .any(|t| t.reason.starts_with("watchdog:")),
+        "{}",
+        history(&status)
+    );
+    host.stop().await;
+}
+
 /// (e) The app drops its connection: the page shows disconnected and does
 /// not reconnect by itself; the watchdog policy restarts the browser and
 /// the session connects again.

@@ -83,6 +83,32 @@ impl TestHost {
         std::fs::write(&self.config_path, config).expect("write vigil.toml");
     }
 
+    /// Takes the web app down (its port stays reserved for
+    /// [`TestHost::bring_app_back`]).
+    pub async fn take_app_down(&mut self) -> std::net::SocketAddr {
+        let addr = self.fixture.addr();
+        let stand_in = Fixture::start(FixtureOptions::default())
+            .await
+            .expect("fixture starts");
+        std::mem::replace(&mut self.fixture, stand_in)
+            .shutdown()
+            .await;
+        addr
+    }
+
+    /// Serves the web app again on `addr` (it has forgotten its devices).
+    pub async fn bring_app_back(&mut self, addr: std::net::SocketAddr) {
+        let fixture = Fixture::start(FixtureOptions {
+            listen: addr,
+            ..FixtureOptions::default()
+        })
+        .await
+        .expect("fixture starts again on its port");
+        std::mem::replace(&mut self.fixture, fixture)
+            .shutdown()
+            .await;
+    }
+
     pub fn policy_dir(&self) -> PathBuf {
         self.root.path().join("policies")
     }

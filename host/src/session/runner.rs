@@ -412,9 +412,21 @@ impl Runner {
             permit = Arc::clone(&self.deps.launches).acquire_owned() => permit.ok(),
             _ = stopping(&mut self.shutdown) => return Phase::Stop,
         };
-        let opened = self.open_browser().await;
+        let launched = Browser::launch(
+            self.spec.id.clone(),
+            &self.spec.profile_dir,
+            &self.spec.browser,
+        )
+        .await;
+        let opened = match launched {
+            Ok(browser) => {
+                let page = browser.open(&self.spec.url).await;
+                Ok((browser, page))
+            }
+            Err(e) => Err(e),
+        };
         drop(permit);
-        let browser = match opened {
+        let (browser, page) = match opened {
             Ok(browser) => browser,
             Err(e @ BrowserError::ProfileInUse { .. }) => return self.fail(e.to_string()),
             Err(e) => {
@@ -438,6 +450,14 @@ impl Runner {
         };
         self.launch_failures = 0;
         self.exit = Some(browser.exit_signal());
+        if let Err(e) = page {
+            // The browser runs but the app did not load (down, unreachable):
+            // a failed probe, for the watchdog to judge like any other,
+            // rather than a launch failure that would end the session.
+            self.browser = Some(browser);
+            self.apply_probe(Err(e));
+            return Phase::Watch;
+        }
         let settled = tokio::select! {
             outcome = browser.wait_settled(&self.spec.probe, self.spec.connect_timeout) => Some(outcome),
             _ = stopping(&mut self.shutdown) => None,
@@ -450,20 +470,6 @@ impl Runner {
             }
             None => Phase::Stop,
         }
-    }
-
-    async fn open_browser(&self) -> Result<Browser, BrowserError> {
-        let browser = Browser::launch(
-            self.spec.id.clone(),
-            &self.spec.profile_dir,
-            &self.spec.browser,
-        )
-        .await?;
-        if let Err(e) = browser.open(&self.spec.url).await {
-            browser.close().await;
-            return Err(e);
-        }
-        Ok(browser)
     }
 
     async fn close_browser(&mut self) {
