@@ -16,13 +16,15 @@
 //! - [`browser`]: Chromium through chromiumoxide: launch, probe, act.
 //! - [`session`]: one session's life, the state machine.
 //! - [`supervisor`]: all sessions: start, restore, stop, drain.
-//! - [`api`]: the HTTP admin API.
+//! - [`api`]: the HTTP admin API, `/metrics`, and its client.
+//! - [`systemd`]: READY / WATCHDOG / STOPPING notifications.
 //!
 //! Dependencies point one way: `supervisor` -> `session` -> (`browser`,
 //! `volume`, `backup`, `policy`). `volume`, `archive`, `backup` and `policy`
 //! never import `session` or `supervisor`, and nothing here knows a web app
 //! by name.
 
+pub mod api;
 pub mod archive;
 pub mod backup;
 pub mod browser;
@@ -33,4 +35,5 @@ pub mod policy;
 pub mod schedule;
 pub mod session;
 pub mod supervisor;
+pub mod systemd;
 pub mod volume;

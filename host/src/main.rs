@@ -43,6 +43,8 @@ enum Command {
     Fixture(cli::fixture::Args),
     #[command(flatten)]
     Storage(cli::storage::Command),
+    #[command(flatten)]
+    Host(cli::status::Command),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             Command::Policy { command } => cli::policy::run(&cli.config, command).await,
             Command::Fixture(args) => cli::fixture::run(args).await,
             Command::Storage(command) => cli::storage::run(&cli.config, command).await,
+            Command::Host(command) => cli::status::run(&cli.config, command).await,
         }
     });
     match outcome {

@@ -1,7 +1,9 @@
 //! `vigil backup | backups | restore | verify | prune | inspect | import`:
 //! profiles and backups, offline (no running service needed). Each command
 //! claims the profile it changes, so it refuses to run while the service
-//! (or another command) works on the same profile.
+//! (or another command) works on the same profile. The exceptions are
+//! `backup` and `restore`: when a host answers at `[api] listen`, they ask
+//! it through the admin API, since it holds the profile.
 //!
 //! Exit codes shared by these commands:
 //!   0  done
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use vigil::api::client::{ApiClient, ClientError};
 use vigil::archive::Progress;
 use vigil::backup::{self, BackupEntry, BackupError, BackupId, Backups, NoQuiesce};
 use vigil::config::Config;
@@ -31,9 +34,11 @@ const DAMAGED: u8 = 4;
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Back up a session's profile now and print the new backup's id.
+    /// With `vigil run` running, the running host takes the backup.
     ///
     /// Exit codes: 0 published, 1 error, 3 refused (critical files missing,
-    /// profile held by a running browser or by the Vigil service).
+    /// profile held by a running browser or by another Vigil process; with
+    /// a running host: the page asks for a login).
     Backup {
         /// The session, as named in vigil.toml.
         session: SessionId,
@@ -49,17 +54,20 @@ pub enum Command {
         json: bool,
     },
     /// Restore a session's profile from a backup: by default the newest
-    /// good one, falling back to older ones when it is damaged.
+    /// good one, falling back to older ones when it is damaged. With `vigil
+    /// run` running, the running host closes the session's browser,
+    /// restores and relaunches it.
     ///
     /// Exit codes: 0 restored, 1 error, 3 refused (a complete profile is in
-    /// place and --force was not given, or it is in use), 4 no good backup.
+    /// place, or the running session is connected, and --force was not
+    /// given; or the profile is in use), 4 no good backup.
     Restore {
         /// The session, as named in vigil.toml.
         session: SessionId,
         /// Restore this backup, and only this one.
         #[arg(long)]
         backup: Option<BackupId>,
-        /// Replace a complete profile.
+        /// Replace a complete profile (or a connected session's).
         #[arg(long)]
         force: bool,
     },
@@ -113,6 +121,22 @@ pub enum Command {
 
 pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
+    let host = match &command {
+        Command::Backup { .. } | Command::Restore { .. } => running_host(&config).await?,
+        _ => None,
+    };
+    if let Some(host) = host {
+        return Ok(match command {
+            Command::Backup { session } => backup_through(&host, &session).await,
+            Command::Restore {
+                session,
+                backup,
+                force,
+            } => restore_through(&host, &session, backup.as_ref(), force).await,
+            _ => unreachable!("only backup and restore go through the host"),
+        }
+        .unwrap_or_else(|e| super::status::report(&e)));
+    }
     let outcome = match command {
         Command::Backup { session } => backup(&config, &session).await,
         Command::Backups { session, json } => list(&config, &session, json).await,
@@ -194,6 +218,69 @@ fn profile(config: &Config, session: &SessionId) -> anyhow::Result<Profile> {
         config.profile_dir(session),
         config.critical_files(session),
     ))
+}
+
+/// The API of the host running on this config, when one answers.
+async fn running_host(config: &Config) -> anyhow::Result<Option<ApiClient>> {
+    // /healthz needs no token: a missing token must not hide a running host.
+    if !ApiClient::new(config.api.listen, None).is_running().await {
+        return Ok(None);
+    }
+    let client = ApiClient::for_config(config)?;
+    eprintln!(
+        "a Vigil host is running at {}; asking it (it holds the profile)",
+        client.addr()
+    );
+    Ok(Some(client))
+}
+
+async fn backup_through(host: &ApiClient, session: &SessionId) -> Result<ExitCode, ClientError> {
+    let backup = host.backup_now(session).await?;
+    eprintln!(
+        "backed up {} ({} files, {} -> {}) through the running host",
+        session,
+        backup["files"],
+        size(backup["profile_bytes"].as_u64().unwrap_or(0)),
+        size(backup["size_bytes"].as_u64().unwrap_or(0)),
+    );
+    println!("{}", backup["id"].as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore_through(
+    host: &ApiClient,
+    session: &SessionId,
+    id: Option<&BackupId>,
+    force: bool,
+) -> Result<ExitCode, ClientError> {
+    let state = host.session(session).await?["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The same care as offline, where a complete profile needs --force: a
+    // connected session holds a working login.
+    if state == "connected" && !force {
+        eprintln!(
+            "error: session {session} is connected; pass --force to replace its profile with a backup"
+        );
+        return Ok(ExitCode::from(REFUSED));
+    }
+    let report = host.restore(session, id.map(BackupId::as_str)).await?;
+    for skipped in report["skipped"].as_array().into_iter().flatten() {
+        eprintln!(
+            "skipped damaged backup {}: {}",
+            skipped["backup"].as_str().unwrap_or("?"),
+            skipped["reason"].as_str().unwrap_or("?")
+        );
+    }
+    let restored = report["backup"].as_str().unwrap_or_default();
+    eprintln!(
+        "restored {session} from backup {restored} ({} files, {}) through the running host; its browser is starting again",
+        report["files"],
+        size(report["bytes"].as_u64().unwrap_or(0)),
+    );
+    println!("{restored}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open(config: &Config) -> Result<Backups, Failure> {
