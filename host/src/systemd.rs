@@ -235,4 +235,51 @@ mod tests {
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"STOPPING=1");
     }
+
+    #[tokio::test]
+    async fn ready_once_ready_then_pings_only_while_alive_and_stopping_at_the_end() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let receiver = tokio::net::UnixDatagram::bind(&path).unwrap();
+        let next = || async {
+            let mut buf = [0u8; 256];
+            let n = tokio::time::timeout(Duration::from_secs(5), receiver.recv(&mut buf))
+                .await
+                .expect("a message within 5 s")
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let notifier =
+            Notifier::connect(path.to_str().unwrap(), Some(Duration::from_millis(20))).unwrap();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let alive = Arc::new(AtomicBool::new(true));
+        let heartbeat = notifier.start(
+            async move {
+                let _ = ready_rx.await;
+            },
+            Duration::from_secs(60),
+            {
+                let alive = Arc::clone(&alive);
+                move || alive.load(Ordering::SeqCst)
+            },
+            || "1 session: 1 connected".into(),
+        );
+        let mut scratch = [0u8; 256];
+        // Nothing before the host is ready.
+        let early = tokio::time::timeout(Duration::from_millis(100), receiver.recv(&mut scratch));
+        assert!(early.await.is_err(), "a message before ready");
+        ready_tx.send(()).unwrap();
+        assert_eq!(next().await, "READY=1\nSTATUS=1 session: 1 connected");
+        assert_eq!(next().await, "WATCHDOG=1\nSTATUS=1 session: 1 connected");
+        // A broken host goes silent, so systemd's watchdog fires.
+        alive.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        while receiver.try_recv(&mut scratch).is_ok() {}
+        let silent = tokio::time::timeout(Duration::from_millis(100), receiver.recv(&mut scratch));
+        assert!(silent.await.is_err(), "pinged while not alive");
+        heartbeat.stop("draining").await;
+        assert_eq!(next().await, "STOPPING=1\nSTATUS=draining");
+    }
 }

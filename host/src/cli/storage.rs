@@ -2,8 +2,8 @@
 //! profiles and backups, offline (no running service needed). Each command
 //! claims the profile it changes, so it refuses to run while the service
 //! (or another command) works on the same profile. The exceptions are
-//! `backup` and `restore`: when a host answers at `[api] listen`, they ask
-//! it through the admin API, since it holds the profile.
+//! `backup` and `restore`: when the profile is claimed and the host of this
+//! config answers at `[api] listen`, they ask it through the admin API.
 //!
 //! Exit codes shared by these commands:
 //!   0  done
@@ -121,30 +121,29 @@ pub enum Command {
 
 pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let host = match &command {
-        Command::Backup { .. } | Command::Restore { .. } => running_host(&config).await?,
-        _ => None,
-    };
-    if let Some(host) = host {
-        return Ok(match command {
-            Command::Backup { session } => backup_through(&host, &session).await,
-            Command::Restore {
-                session,
-                backup,
-                force,
-            } => restore_through(&host, &session, backup.as_ref(), force).await,
-            _ => unreachable!("only backup and restore go through the host"),
-        }
-        .unwrap_or_else(|e| super::status::report(&e)));
-    }
     let outcome = match command {
-        Command::Backup { session } => backup(&config, &session).await,
+        Command::Backup { session } => match backup(&config, &session).await {
+            Err(f) if f.is_claimed() => match running_host(&config, f).await? {
+                Ok(host) => return Ok(answer(backup_through(&host, &session).await)),
+                Err(f) => Err(f),
+            },
+            other => other,
+        },
         Command::Backups { session, json } => list(&config, &session, json).await,
         Command::Restore {
             session,
             backup,
             force,
-        } => restore(&config, &session, backup.as_ref(), force).await,
+        } => match restore(&config, &session, backup.as_ref(), force).await {
+            Err(f) if f.is_claimed() => match running_host(&config, f).await? {
+                Ok(host) => {
+                    let restored = restore_through(&host, &session, backup.as_ref(), force).await;
+                    return Ok(answer(restored));
+                }
+                Err(f) => Err(f),
+            },
+            other => other,
+        },
         Command::Verify { session, all } => verify(&config, &session, all).await,
         Command::Prune { dry_run, json } => prune(&config, dry_run, json).await,
         Command::Inspect { session, json } => inspect(&config, &session, json).await,
@@ -167,6 +166,16 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
 enum Failure {
     Backup(BackupError),
     Other(anyhow::Error),
+}
+
+impl Failure {
+    /// Another Vigil process holds the profile: most likely `vigil run`.
+    fn is_claimed(&self) -> bool {
+        matches!(
+            self,
+            Failure::Backup(BackupError::Volume(VolumeError::Claimed { .. }))
+        )
+    }
 }
 
 impl From<BackupError> for Failure {
@@ -220,18 +229,29 @@ fn profile(config: &Config, session: &SessionId) -> anyhow::Result<Profile> {
     ))
 }
 
-/// The API of the host running on this config, when one answers.
-async fn running_host(config: &Config) -> anyhow::Result<Option<ApiClient>> {
+/// The profile is claimed by another process: when it is the host running
+/// on this config (its API answers at `[api] listen`), the command goes
+/// through it; otherwise the claim error stands. Deciding on the claim,
+/// not on the port alone, keeps a host of another config on the same port
+/// from being asked.
+async fn running_host(
+    config: &Config,
+    claimed: Failure,
+) -> anyhow::Result<Result<ApiClient, Failure>> {
     // /healthz needs no token: a missing token must not hide a running host.
     if !ApiClient::new(config.api.listen, None).is_running().await {
-        return Ok(None);
+        return Ok(Err(claimed));
     }
     let client = ApiClient::for_config(config)?;
     eprintln!(
-        "a Vigil host is running at {}; asking it (it holds the profile)",
+        "the Vigil host at {} holds the profile; asking it",
         client.addr()
     );
-    Ok(Some(client))
+    Ok(Ok(client))
+}
+
+fn answer(outcome: Result<ExitCode, ClientError>) -> ExitCode {
+    outcome.unwrap_or_else(|e| super::status::report(&e))
 }
 
 async fn backup_through(host: &ApiClient, session: &SessionId) -> Result<ExitCode, ClientError> {
