@@ -32,7 +32,8 @@ struct Cli {
 enum Command {
     /// Run the service: restore, launch and keep every configured session
     /// alive until SIGTERM or Ctrl-C. Exit codes: 0 after a clean shutdown,
-    /// 1 when it cannot start (bad config, store or policies).
+    /// 1 when it cannot start (bad config, store or policies, the API's
+    /// address taken, or a non-loopback API address without a token).
     Run,
     /// Check and test policies (no browser, no network).
     Policy {

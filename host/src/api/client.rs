@@ -31,6 +31,9 @@ pub enum ClientError {
     },
     #[error("{url}: {reason}")]
     Protocol { url: String, reason: String },
+    /// The token could not be read where `vigil run` keeps it.
+    #[error("{0}")]
+    Token(String),
 }
 
 impl ClientError {
