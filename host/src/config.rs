@@ -53,6 +53,9 @@ pub struct Config {
     pub browser: crate::browser::BrowserSettings,
     #[serde(default)]
     pub service: ServiceConfig,
+    /// `[api]`: the admin API served by `vigil run`.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// `[fixture]`: when present, `vigil run` also serves the fixture web
     /// app (a stand-in for a real web app, for trying Vigil out).
     #[serde(default)]
@@ -89,6 +92,30 @@ impl Default for ServiceConfig {
             shutdown_timeout_secs: 90,
             probe_interval_secs: Seconds(std::time::Duration::from_secs(10)),
             connect_timeout_secs: Seconds(std::time::Duration::from_secs(60)),
+        }
+    }
+}
+
+/// `[api]`: where `vigil run` serves the admin API, `/metrics` and the
+/// health checks, and where its bearer token comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address and port. A non-loopback address needs a token
+    /// (`VIGIL_API_TOKEN` or `token_file`).
+    pub listen: std::net::SocketAddr,
+    /// A file holding the bearer token (`VIGIL_API_TOKEN` wins over it).
+    /// Without either, on a loopback address, `vigil run` makes a random
+    /// token at each start and writes it to `data_dir/api-token`.
+    #[serde(deserialize_with = "opt_path")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8517)),
+            token_file: None,
         }
     }
 }

@@ -16,14 +16,16 @@
 //! - [`browser`]: Chromium through chromiumoxide: launch, probe, act.
 //! - [`session`]: one session's life, the state machine.
 //! - [`supervisor`]: all sessions: start, restore, stop, drain.
-//! - [`api`]: the HTTP admin API.
 //! - [`webhook`]: signed event notifications to the operator's services.
+//! - [`api`]: the HTTP admin API, `/metrics`, and its client.
+//! - [`systemd`]: READY / WATCHDOG / STOPPING notifications.
 //!
 //! Dependencies point one way: `supervisor` -> `session` -> (`browser`,
 //! `volume`, `backup`, `policy`). `volume`, `archive`, `backup` and `policy`
 //! never import `session` or `supervisor`, and nothing here knows a web app
 //! by name.
 
+pub mod api;
 pub mod archive;
 pub mod backup;
 pub mod browser;
@@ -34,5 +36,6 @@ pub mod policy;
 pub mod schedule;
 pub mod session;
 pub mod supervisor;
+pub mod systemd;
 pub mod volume;
 pub mod webhook;

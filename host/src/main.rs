@@ -32,7 +32,8 @@ struct Cli {
 enum Command {
     /// Run the service: restore, launch and keep every configured session
     /// alive until SIGTERM or Ctrl-C. Exit codes: 0 after a clean shutdown,
-    /// 1 when it cannot start (bad config, store or policies).
+    /// 1 when it cannot start (bad config, store or policies, the API's
+    /// address taken, or a non-loopback API address without a token).
     Run,
     /// Check and test policies (no browser, no network).
     Policy {
@@ -43,6 +44,8 @@ enum Command {
     Fixture(cli::fixture::Args),
     #[command(flatten)]
     Storage(cli::storage::Command),
+    #[command(flatten)]
+    Host(cli::status::Command),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
             Command::Policy { command } => cli::policy::run(&cli.config, command).await,
             Command::Fixture(args) => cli::fixture::run(args).await,
             Command::Storage(command) => cli::storage::run(&cli.config, command).await,
+            Command::Host(command) => cli::status::run(&cli.config, command).await,
         }
     });
     match outcome {

@@ -2,6 +2,7 @@
 //! not every test binary uses every helper, hence the allowance.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod chromium;
 pub mod fixture;
 pub mod host;

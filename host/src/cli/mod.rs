@@ -5,6 +5,7 @@
 pub mod fixture;
 pub mod policy;
 pub mod run;
+pub mod status;
 pub mod storage;
 
 /// Logs go to stderr so that stdout stays machine-readable (`--json`).

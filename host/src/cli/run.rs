@@ -1,17 +1,27 @@
 //! `vigil run`: the service. Starts the fixture app when the config asks for
-//! it, then the supervisor, and drains everything on SIGTERM / Ctrl-C.
+//! it, then the supervisor and the admin API, tells systemd how it goes
+//! (when started by systemd), and drains everything on SIGTERM / Ctrl-C.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use vigil::api;
 use vigil::config::Config;
 use vigil::fixture::{Fixture, FixtureOptions};
 use vigil::supervisor::Supervisor;
+use vigil::systemd::Notifier;
+
+/// systemd gets READY=1 at the latest this long after start, even if a
+/// session is still restoring or launching (`/readyz` tells the rest).
+const READY_BOUND: Duration = Duration::from_secs(60);
 
 pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
+    // Before any browser starts: a taken port or a missing token fails fast.
+    let listener = api::Listener::bind(&config).await?;
+    let notifier = Notifier::from_env()?;
     let fixture = match &config.fixture {
         Some(f) => {
             let fixture = Fixture::start(FixtureOptions {
@@ -28,10 +38,27 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let supervisor = Supervisor::start(&config).await?;
+    let host = api::Host::of(&supervisor);
+    let api = listener.serve(host.clone(), Vec::new());
+    let heartbeat = notifier.map(|n| {
+        let (ready, alive, status) = (host.clone(), host.clone(), host.clone());
+        n.start(
+            async move { ready.wait_ready().await },
+            READY_BOUND,
+            move || alive.alive(),
+            move || status.summary(),
+        )
+    });
     super::wait_for_stop().await?;
+    if let Some(heartbeat) = heartbeat {
+        heartbeat
+            .stop("closing browsers, taking shutdown backups")
+            .await;
+    }
     supervisor
         .shutdown(Duration::from_secs(config.service.shutdown_timeout_secs))
         .await;
+    api.shutdown().await;
     if let Some(fixture) = fixture {
         fixture.shutdown().await;
     }

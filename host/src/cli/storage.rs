@@ -1,7 +1,9 @@
 //! `vigil backup | backups | restore | verify | prune | inspect | import`:
 //! profiles and backups, offline (no running service needed). Each command
 //! claims the profile it changes, so it refuses to run while the service
-//! (or another command) works on the same profile.
+//! (or another command) works on the same profile. The exceptions are
+//! `backup` and `restore`: when the profile is claimed and the host of this
+//! config answers at `[api] listen`, they ask it through the admin API.
 //!
 //! Exit codes shared by these commands:
 //!   0  done
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use vigil::api::client::{ApiClient, ClientError};
 use vigil::archive::Progress;
 use vigil::backup::{self, BackupEntry, BackupError, BackupId, Backups, NoQuiesce};
 use vigil::config::Config;
@@ -31,9 +34,11 @@ const DAMAGED: u8 = 4;
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Back up a session's profile now and print the new backup's id.
+    /// With `vigil run` running, the running host takes the backup.
     ///
     /// Exit codes: 0 published, 1 error, 3 refused (critical files missing,
-    /// profile held by a running browser or by the Vigil service).
+    /// profile held by a running browser or by another Vigil process; with
+    /// a running host: the page asks for a login).
     Backup {
         /// The session, as named in vigil.toml.
         session: SessionId,
@@ -49,17 +54,20 @@ pub enum Command {
         json: bool,
     },
     /// Restore a session's profile from a backup: by default the newest
-    /// good one, falling back to older ones when it is damaged.
+    /// good one, falling back to older ones when it is damaged. With `vigil
+    /// run` running, the running host closes the session's browser,
+    /// restores and relaunches it.
     ///
     /// Exit codes: 0 restored, 1 error, 3 refused (a complete profile is in
-    /// place and --force was not given, or it is in use), 4 no good backup.
+    /// place, or the running session is connected, and --force was not
+    /// given; or the profile is in use), 4 no good backup.
     Restore {
         /// The session, as named in vigil.toml.
         session: SessionId,
         /// Restore this backup, and only this one.
         #[arg(long)]
         backup: Option<BackupId>,
-        /// Replace a complete profile.
+        /// Replace a complete profile (or a connected session's).
         #[arg(long)]
         force: bool,
     },
@@ -114,13 +122,28 @@ pub enum Command {
 pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let outcome = match command {
-        Command::Backup { session } => backup(&config, &session).await,
+        Command::Backup { session } => match backup(&config, &session).await {
+            Err(f) if f.is_claimed() => match running_host(&config, f).await? {
+                Ok(host) => return Ok(answer(backup_through(&host, &session).await)),
+                Err(f) => Err(f),
+            },
+            other => other,
+        },
         Command::Backups { session, json } => list(&config, &session, json).await,
         Command::Restore {
             session,
             backup,
             force,
-        } => restore(&config, &session, backup.as_ref(), force).await,
+        } => match restore(&config, &session, backup.as_ref(), force).await {
+            Err(f) if f.is_claimed() => match running_host(&config, f).await? {
+                Ok(host) => {
+                    let restored = restore_through(&host, &session, backup.as_ref(), force).await;
+                    return Ok(answer(restored));
+                }
+                Err(f) => Err(f),
+            },
+            other => other,
+        },
         Command::Verify { session, all } => verify(&config, &session, all).await,
         Command::Prune { dry_run, json } => prune(&config, dry_run, json).await,
         Command::Inspect { session, json } => inspect(&config, &session, json).await,
@@ -143,6 +166,16 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
 enum Failure {
     Backup(BackupError),
     Other(anyhow::Error),
+}
+
+impl Failure {
+    /// Another Vigil process holds the profile: most likely `vigil run`.
+    fn is_claimed(&self) -> bool {
+        matches!(
+            self,
+            Failure::Backup(BackupError::Volume(VolumeError::Claimed { .. }))
+        )
+    }
 }
 
 impl From<BackupError> for Failure {
@@ -194,6 +227,80 @@ fn profile(config: &Config, session: &SessionId) -> anyhow::Result<Profile> {
         config.profile_dir(session),
         config.critical_files(session),
     ))
+}
+
+/// The profile is claimed by another process: when it is the host running
+/// on this config (its API answers at `[api] listen`), the command goes
+/// through it; otherwise the claim error stands. Deciding on the claim,
+/// not on the port alone, keeps a host of another config on the same port
+/// from being asked.
+async fn running_host(
+    config: &Config,
+    claimed: Failure,
+) -> anyhow::Result<Result<ApiClient, Failure>> {
+    // /healthz needs no token: a missing token must not hide a running host.
+    if !ApiClient::new(config.api.listen, None).is_running().await {
+        return Ok(Err(claimed));
+    }
+    let client = ApiClient::for_config(config)?;
+    eprintln!(
+        "the Vigil host at {} holds the profile; asking it",
+        client.addr()
+    );
+    Ok(Ok(client))
+}
+
+fn answer(outcome: Result<ExitCode, ClientError>) -> ExitCode {
+    outcome.unwrap_or_else(|e| super::status::report(&e))
+}
+
+async fn backup_through(host: &ApiClient, session: &SessionId) -> Result<ExitCode, ClientError> {
+    let backup = host.backup_now(session).await?;
+    eprintln!(
+        "backed up {} ({} files, {} -> {}) through the running host",
+        session,
+        backup["files"],
+        size(backup["profile_bytes"].as_u64().unwrap_or(0)),
+        size(backup["size_bytes"].as_u64().unwrap_or(0)),
+    );
+    println!("{}", backup["id"].as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore_through(
+    host: &ApiClient,
+    session: &SessionId,
+    id: Option<&BackupId>,
+    force: bool,
+) -> Result<ExitCode, ClientError> {
+    let state = host.session(session).await?["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The same care as offline, where a complete profile needs --force: a
+    // connected session holds a working login.
+    if state == "connected" && !force {
+        eprintln!(
+            "error: session {session} is connected; pass --force to replace its profile with a backup"
+        );
+        return Ok(ExitCode::from(REFUSED));
+    }
+    let report = host.restore(session, id.map(BackupId::as_str)).await?;
+    for skipped in report["skipped"].as_array().into_iter().flatten() {
+        eprintln!(
+            "skipped damaged backup {}: {}",
+            skipped["backup"].as_str().unwrap_or("?"),
+            skipped["reason"].as_str().unwrap_or("?")
+        );
+    }
+    let restored = report["backup"].as_str().unwrap_or_default();
+    eprintln!(
+        "restored {session} from backup {restored} ({} files, {}) through the running host; its browser is starting again",
+        report["files"],
+        size(report["bytes"].as_u64().unwrap_or(0)),
+    );
+    println!("{restored}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open(config: &Config) -> Result<Backups, Failure> {

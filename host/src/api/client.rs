@@ -1,0 +1,281 @@
+//! A client of a running host's admin API, for the CLI (`vigil status`,
+//! `vigil screenshot`, `vigil backup` while the host runs) and the tests.
+//! Answers are kept as JSON values: the caller picks what it shows.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::auth::ApiToken;
+use crate::config::Config;
+use crate::id::SessionId;
+
+/// How long to wait for a connection: the host is local or near.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longer than the server's own bound on backups and restores, so the
+/// server's 504 (with its explanation) arrives first.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(16 * 60);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("no Vigil host answers at {addr}: {reason} (is `vigil run` running with this config?)")]
+    Unreachable { addr: SocketAddr, reason: String },
+    #[error("{message}")]
+    Api {
+        status: u16,
+        /// The stable error code (`state_conflict`, `session_not_found`, ...).
+        code: String,
+        message: String,
+    },
+    #[error("{url}: {reason}")]
+    Protocol { url: String, reason: String },
+    /// The token could not be read where `vigil run` keeps it.
+    #[error("{0}")]
+    Token(String),
+}
+
+impl ClientError {
+    /// The API's error code, when the host answered with an error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Talks to one host.
+pub struct ApiClient {
+    addr: SocketAddr,
+    base: String,
+    token: Option<ApiToken>,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client for the host at `addr` (an unspecified address such as
+    /// `0.0.0.0` means this machine).
+    pub fn new(addr: SocketAddr, token: Option<ApiToken>) -> Self {
+        let addr = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+            }
+            _ => addr,
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .no_proxy()
+            .build()
+            .expect("a plain HTTP client builds");
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            token,
+            http,
+        }
+    }
+
+    /// A client for the host `config` describes, with the token from
+    /// `VIGIL_API_TOKEN`, `[api] token_file` or the one `vigil run`
+    /// generated (see `ApiToken::for_client`).
+    pub fn for_config(config: &Config) -> Result<Self, ClientError> {
+        let token = ApiToken::for_client(config, std::env::var("VIGIL_API_TOKEN").ok()).map_err(
+            |reason| ClientError::Protocol {
+                url: config.file.display().to_string(),
+                reason,
+            },
+        )?;
+        Ok(Self::new(config.api.listen, token))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether a Vigil host answers `/healthz` here (within a second or two).
+    pub async fn is_running(&self) -> bool {
+        let request = self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .timeout(Duration::from_secs(2));
+        match request.send().await {
+            Ok(response) => {
+                response.status().is_success()
+                    && response
+                        .json::<Value>()
+                        .await
+                        .is_ok_and(|v| v["status"] == "ok")
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub async fn sessions(&self) -> Result<Value, ClientError> {
+        self.send(reqwest::Method::GET, "/v1/sessions", None)
+            .await?
+            .json()
+            .await
+    }
+
+    pub async fn session(&self, id: &SessionId) -> Result<Value, ClientError> {
+        self.send(reqwest::Method::GET, &format!("/v1/sessions/{id}"), None)
+            .await?
+            .json()
+            .await
+    }
+
+    pub async fn backups(&self, id: &SessionId) -> Result<Value, ClientError> {
+        let path = format!("/v1/sessions/{id}/backups");
+        self.send(reqwest::Method::GET, &path, None)
+            .await?
+            .json()
+            .await
+    }
+
+    /// Backs the session up now; the new backup.
+    pub async fn backup_now(&self, id: &SessionId) -> Result<Value, ClientError> {
+        let path = format!("/v1/sessions/{id}/backups");
+        self.send(reqwest::Method::POST, &path, None)
+            .await?
+            .json()
+            .await
+    }
+
+    /// Restores `backup` (or the newest good one); the restore report.
+    pub async fn restore(
+        &self,
+        id: &SessionId,
+        backup: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let path = format!("/v1/sessions/{id}/restore");
+        let body = backup.map(|b| serde_json::json!({ "backup": b }));
+        self.send(reqwest::Method::POST, &path, body)
+            .await?
+            .json()
+            .await
+    }
+
+    pub async fn restart(&self, id: &SessionId) -> Result<Value, ClientError> {
+        let path = format!("/v1/sessions/{id}/restart");
+        self.send(reqwest::Method::POST, &path, None)
+            .await?
+            .json()
+            .await
+    }
+
+    /// A PNG of the session's page.
+    pub async fn screenshot(&self, id: &SessionId) -> Result<Vec<u8>, ClientError> {
+        let path = format!("/v1/sessions/{id}/screenshot");
+        self.send(reqwest::Method::GET, &path, None)
+            .await?
+            .bytes()
+            .await
+    }
+
+    pub async fn policies(&self) -> Result<Value, ClientError> {
+        self.send(reqwest::Method::GET, "/v1/policies", None)
+            .await?
+            .json()
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Answer, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.secret());
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                ClientError::Unreachable {
+                    addr: self.addr,
+                    reason: root_cause(&e),
+                }
+            } else {
+                ClientError::Protocol {
+                    url: url.clone(),
+                    reason: root_cause(&e),
+                }
+            }
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(Answer { url, response });
+        }
+        let text = response.text().await.unwrap_or_default();
+        let error: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let code = error["error"]["code"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_owned();
+        let mut message = error["error"]["message"]
+            .as_str()
+            .map_or_else(|| format!("{url}: HTTP {status}: {text}"), str::to_owned);
+        if code == "unauthorized" {
+            match &self.token {
+                Some(t) => message.push_str(&format!(" (token from {})", t.source())),
+                None => {
+                    message.push_str(" (no token found: set VIGIL_API_TOKEN or [api] token_file)")
+                }
+            }
+        }
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+}
+
+struct Answer {
+    url: String,
+    response: reqwest::Response,
+}
+
+impl Answer {
+    async fn json(self) -> Result<Value, ClientError> {
+        let url = self.url;
+        self.response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol {
+                url,
+                reason: root_cause(&e),
+            })
+    }
+
+    async fn bytes(self) -> Result<Vec<u8>, ClientError> {
+        let url = self.url;
+        self.response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| ClientError::Protocol {
+                url,
+                reason: root_cause(&e),
+            })
+    }
+}
+
+/// reqwest's own message is "error sending request"; the cause says why.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

@@ -1,0 +1,258 @@
+//! The HTTP admin API served by `vigil run`: sessions, backups, policy
+//! status, screenshots, `/metrics`, `/healthz` and `/readyz`. Owns the
+//! routes, the bearer-token check, the JSON shapes of responses and
+//! errors, and the Prometheus text. It only reads and commands sessions
+//! through their [`SessionClient`]s: it never touches a profile, a browser
+//! or the store behind a session's back.
+//!
+//! The routes are listed once, in [`routes`]; the router is built from that
+//! list, and the tests hold it against `docs/openapi.json`.
+//!
+//! Starting: [`Listener::bind`] (before any browser starts, so a taken
+//! port or a missing token fails fast), then [`Listener::serve`] once the
+//! supervisor runs, then [`ApiServer::shutdown`] after the supervisor has
+//! drained (the API keeps answering while shutdown backups run).
+
+mod auth;
+pub mod client;
+mod error;
+pub mod metrics;
+mod routes;
+mod views;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backup::Backups;
+use crate::id::SessionId;
+use crate::policy::PolicyRuntime;
+use crate::session::{SessionClient, SessionState};
+use crate::supervisor::Supervisor;
+
+pub use auth::{ApiToken, TokenSource, generated_token_path};
+pub use error::{ApiError, ErrorCode};
+pub use metrics::{Collector, Exposition, Family, MetricKind};
+pub use routes::{Route, routes};
+
+/// Why the API cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiStartError {
+    #[error(
+        "[api] listen = \"{listen}\" is not a loopback address, and no token is set: set VIGIL_API_TOKEN or [api] token_file in {}",
+        config.display()
+    )]
+    TokenRequired { listen: SocketAddr, config: PathBuf },
+    #[error("the API token from {source_name}: {reason}")]
+    BadToken { source_name: String, reason: String },
+    #[error("cannot write the generated API token to {}: {source}", path.display())]
+    WriteToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("[api] listen = \"{listen}\": cannot listen there: {source}")]
+    Bind {
+        listen: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What the API sees of the running host: every session's client, the
+/// policy runtime and the backup store. Cheap to clone.
+#[derive(Clone)]
+pub struct Host {
+    sessions: Arc<BTreeMap<SessionId, SessionClient>>,
+    policies: Arc<PolicyRuntime>,
+    backups: Arc<Backups>,
+    started: SystemTime,
+}
+
+impl Host {
+    pub fn of(supervisor: &Supervisor) -> Self {
+        Self {
+            sessions: Arc::new(
+                supervisor
+                    .sessions()
+                    .map(|s| (s.id().clone(), s.clone()))
+                    .collect(),
+            ),
+            policies: Arc::clone(supervisor.policies()),
+            backups: Arc::clone(supervisor.backups()),
+            started: supervisor.started(),
+        }
+    }
+
+    pub fn session(&self, id: &SessionId) -> Option<&SessionClient> {
+        self.sessions.get(id)
+    }
+
+    /// Every session, ordered by id.
+    pub fn sessions(&self) -> impl Iterator<Item = &SessionClient> {
+        self.sessions.values()
+    }
+
+    pub fn policies(&self) -> &Arc<PolicyRuntime> {
+        &self.policies
+    }
+
+    pub fn backups(&self) -> &Arc<Backups> {
+        &self.backups
+    }
+
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// Sessions still starting, restoring or launching.
+    pub fn unsettled(&self) -> Vec<SessionId> {
+        self.sessions()
+            .filter(|s| !s.state().is_settled())
+            .map(|s| s.id().clone())
+            .collect()
+    }
+
+    /// Every session is past start-up: what `/readyz` and systemd's
+    /// READY=1 wait for.
+    pub fn ready(&self) -> bool {
+        self.sessions().all(|s| s.state().is_settled())
+    }
+
+    pub async fn wait_ready(&self) {
+        for session in self.sessions() {
+            let mut status = session.watch();
+            let _ = status.wait_for(|s| s.state.is_settled()).await;
+        }
+    }
+
+    /// Every session's task still runs (a task that ended outside a
+    /// shutdown has panicked: the host is broken and should be restarted).
+    pub fn alive(&self) -> bool {
+        self.sessions().all(|s| s.watch().has_changed().is_ok())
+    }
+
+    /// "2 sessions: 1 connected, 1 needs-login", for `systemctl status`.
+    pub fn summary(&self) -> String {
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for s in self.sessions() {
+            *counts.entry(s.state().as_str()).or_default() += 1;
+        }
+        let parts: Vec<String> = SessionState::ALL
+            .iter()
+            .filter_map(|s| counts.get(s.as_str()).map(|n| format!("{n} {s}")))
+            .collect();
+        let n = self.sessions.len();
+        format!(
+            "{n} session{}: {}",
+            if n == 1 { "" } else { "s" },
+            parts.join(", ")
+        )
+    }
+}
+
+/// The API's address, bound, with its token; not serving yet.
+pub struct Listener {
+    listener: tokio::net::TcpListener,
+    token: ApiToken,
+}
+
+impl Listener {
+    /// Resolves the token (see [`ApiToken::for_server`]) and binds
+    /// `[api] listen`.
+    pub async fn bind(config: &crate::config::Config) -> Result<Self, ApiStartError> {
+        let token = ApiToken::for_server(config, std::env::var("VIGIL_API_TOKEN").ok())?;
+        Self::bind_with(config.api.listen, token).await
+    }
+
+    /// Binds `listen`, serving with `token`.
+    pub async fn bind_with(listen: SocketAddr, token: ApiToken) -> Result<Self, ApiStartError> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| ApiStartError::Bind { listen, source })?;
+        Ok(Self { listener, token })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has an address")
+    }
+
+    pub fn token(&self) -> &ApiToken {
+        &self.token
+    }
+
+    /// Starts answering requests about `host`. `/metrics` shows the host's
+    /// own families and then each of `collectors` (webhooks, ...), in order.
+    pub fn serve(self, host: Host, collectors: Vec<Arc<dyn Collector>>) -> ApiServer {
+        let addr = self.local_addr();
+        let (reloads, counting) = metrics::ReloadTally::start(host.policies());
+        let mut all: Vec<Arc<dyn Collector>> = vec![
+            Arc::new(metrics::HostMetrics::new(host.clone(), reloads)),
+            Arc::new(metrics::ProcessMetrics::new(host.started())),
+        ];
+        all.extend(collectors);
+        let state = Arc::new(routes::AppState {
+            host,
+            token: self.token,
+            collectors: all,
+        });
+        let (stop, mut stopped) = watch::channel(false);
+        let router = routes::router(state);
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(self.listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "the admin API stopped serving");
+            }
+        });
+        tracing::info!(%addr, "admin API serving");
+        ApiServer {
+            addr,
+            stop,
+            task,
+            counting,
+        }
+    }
+}
+
+/// The API while it serves.
+pub struct ApiServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    /// Counts policy reloads for `/metrics`.
+    counting: JoinHandle<()>,
+}
+
+impl ApiServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets requests in flight finish for a few seconds,
+    /// then drops what is left.
+    pub async fn shutdown(self) {
+        const GRACE: Duration = Duration::from_secs(5);
+        let _ = self.stop.send(true);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(GRACE, self.task).await.is_err() {
+            tracing::warn!(
+                "admin API requests still running after {} s; dropping them",
+                GRACE.as_secs()
+            );
+            abort.abort();
+        }
+        // It only waits on a broadcast channel: nothing to finish.
+        self.counting.abort();
+    }
+}

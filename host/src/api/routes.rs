@@ -1,0 +1,314 @@
+//! Every route of the API, its handler, and whether it needs the token. The
+//! router is built from [`endpoints`] alone, so [`routes`] is the complete
+//! list the OpenAPI test checks.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::handler::Handler;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use serde::Deserialize;
+
+use super::Host;
+use super::auth::{ApiToken, require_token};
+use super::error::{ApiError, ErrorCode};
+use super::metrics::{self, Collector};
+use super::views;
+use crate::backup::BackupId;
+use crate::id::SessionId;
+use crate::session::{SessionClient, SessionError};
+
+/// How long a request waits for a backup or a restore (big profiles, slow
+/// stores) before answering 504; the operation itself goes on.
+const LONG_OPERATION: Duration = Duration::from_secs(15 * 60);
+/// The same for a restart or a screenshot (a session that is launching
+/// serves them once its page has settled).
+const SHORT_OPERATION: Duration = Duration::from_secs(3 * 60);
+
+pub(super) struct AppState {
+    pub host: Host,
+    pub token: ApiToken,
+    pub collectors: Vec<Arc<dyn Collector>>,
+}
+
+type Shared = Arc<AppState>;
+
+/// One route: method, path (axum syntax, `{id}` for a parameter) and
+/// whether it needs the bearer token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub needs_token: bool,
+}
+
+struct Endpoint {
+    route: Route,
+    handler: MethodRouter<Shared>,
+}
+
+fn endpoint<H, T>(method: Method, path: &'static str, needs_token: bool, handler: H) -> Endpoint
+where
+    H: Handler<T, Shared>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("routes use standard methods");
+    Endpoint {
+        route: Route {
+            method,
+            path,
+            needs_token,
+        },
+        handler: on(filter, handler),
+    }
+}
+
+fn endpoints() -> Vec<Endpoint> {
+    const TOKEN: bool = true;
+    const OPEN: bool = false;
+    vec![
+        endpoint(Method::GET, "/healthz", OPEN, healthz),
+        endpoint(Method::GET, "/readyz", OPEN, readyz),
+        endpoint(Method::GET, "/metrics", TOKEN, scrape),
+        endpoint(Method::GET, "/v1/sessions", TOKEN, list_sessions),
+        endpoint(Method::GET, "/v1/sessions/{id}", TOKEN, get_session),
+        endpoint(
+            Method::GET,
+            "/v1/sessions/{id}/backups",
+            TOKEN,
+            list_backups,
+        ),
+        endpoint(Method::POST, "/v1/sessions/{id}/backups", TOKEN, backup_now),
+        endpoint(Method::POST, "/v1/sessions/{id}/restore", TOKEN, restore),
+        endpoint(Method::POST, "/v1/sessions/{id}/restart", TOKEN, restart),
+        endpoint(
+            Method::GET,
+            "/v1/sessions/{id}/screenshot",
+            TOKEN,
+            screenshot,
+        ),
+        endpoint(Method::GET, "/v1/policies", TOKEN, policies),
+    ]
+}
+
+/// Every route the API serves.
+pub fn routes() -> Vec<Route> {
+    endpoints().into_iter().map(|e| e.route).collect()
+}
+
+pub(super) fn router(state: Shared) -> Router {
+    let token = Arc::new(state.token.clone());
+    let (mut guarded, mut open) = (Router::new(), Router::new());
+    for Endpoint { route, handler } in endpoints() {
+        if route.needs_token {
+            guarded = guarded.route(route.path, handler);
+        } else {
+            open = open.route(route.path, handler);
+        }
+    }
+    guarded
+        .route_layer(axum::middleware::from_fn_with_state(token, require_token))
+        .merge(open)
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such route (see docs/openapi.json)",
+    )
+}
+
+async fn wrong_method(method: Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        format!("this route does not answer {method}"),
+    )
+}
+
+// ---------------------------------------------------------------- health
+
+async fn healthz(State(state): State<Shared>) -> axum::Json<views::Health> {
+    axum::Json(views::Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        started: state.host.started(),
+    })
+}
+
+async fn readyz(State(state): State<Shared>) -> Response {
+    let waiting = state.host.unsettled();
+    let ready = waiting.is_empty();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(views::Readiness { ready, waiting })).into_response()
+}
+
+async fn scrape(State(state): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::scrape(&state.collectors),
+    )
+        .into_response()
+}
+
+// -------------------------------------------------------------- sessions
+
+fn session<'a>(state: &'a AppState, id: &str) -> Result<&'a SessionClient, ApiError> {
+    id.parse::<SessionId>()
+        .ok()
+        .and_then(|id| state.host.session(&id))
+        .ok_or_else(|| {
+            let known: Vec<&SessionId> = state.host.sessions().map(SessionClient::id).collect();
+            ApiError::session_not_found(id, &known)
+        })
+}
+
+/// Waits for a session command, at most `bound`.
+async fn within<T>(
+    what: &str,
+    session: &SessionClient,
+    bound: Duration,
+    command: impl Future<Output = Result<T, SessionError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(bound, command).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => Err(ApiError::timeout(what, session.id(), bound)),
+    }
+}
+
+async fn list_sessions(State(state): State<Shared>) -> axum::Json<views::SessionList> {
+    axum::Json(views::SessionList {
+        sessions: state
+            .host
+            .sessions()
+            .map(|s| views::SessionSummary::from(s.status()))
+            .collect(),
+    })
+}
+
+async fn get_session(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<views::SessionDetail>, ApiError> {
+    let session = session(&state, &id)?;
+    Ok(axum::Json(views::SessionDetail::from(session.status())))
+}
+
+async fn list_backups(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<views::BackupList>, ApiError> {
+    let session = session(&state, &id)?;
+    let entries = state.host.backups().list(session.id()).await?;
+    Ok(axum::Json(views::BackupList {
+        session: session.id().clone(),
+        backups: entries.into_iter().map(views::BackupView::from).collect(),
+    }))
+}
+
+async fn backup_now(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = session(&state, &id)?;
+    let manifest = within("the backup", session, LONG_OPERATION, session.backup_now()).await?;
+    let location = format!("/v1/sessions/{}/backups", session.id());
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(views::BackupView::new(manifest, None)),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreRequest {
+    /// The backup to restore; the newest good one when absent.
+    #[serde(default)]
+    backup: Option<BackupId>,
+}
+
+async fn restore(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<views::Restored>, ApiError> {
+    let session = session(&state, &id)?;
+    // An empty body (curl -X POST) means the newest good backup.
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        RestoreRequest { backup: None }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be {{\"backup\": \"<id>\"}} or empty: {e}"
+            ))
+        })?
+    };
+    let report = within(
+        "the restore",
+        session,
+        LONG_OPERATION,
+        session.restore(request.backup),
+    )
+    .await?;
+    Ok(axum::Json(views::Restored::from(report)))
+}
+
+async fn restart(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = session(&state, &id)?;
+    within("the restart", session, SHORT_OPERATION, session.restart()).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(views::Accepted {
+            session: session.id().clone(),
+            message: "the browser was closed and is starting again".into(),
+        }),
+    )
+        .into_response())
+}
+
+async fn screenshot(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = session(&state, &id)?;
+    let png = within(
+        "the screenshot",
+        session,
+        SHORT_OPERATION,
+        session.screenshot(),
+    )
+    .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        png,
+    )
+        .into_response())
+}
+
+// -------------------------------------------------------------- policies
+
+async fn policies(State(state): State<Shared>) -> axum::Json<crate::policy::PolicyStatus> {
+    axum::Json(state.host.policies().status())
+}

@@ -1,0 +1,246 @@
+//! The JSON bodies the API answers with. They are the API's contract
+//! (`docs/openapi.json` describes each), kept apart from the internal
+//! types they are built from so that those may change without breaking
+//! clients.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::archive::Sha256;
+use crate::backup::{BackupEntry, BackupId, FailureMark, Manifest, RestoreReport};
+use crate::config::ProfilePath;
+use crate::id::SessionId;
+use crate::session::state::rfc3339;
+use crate::session::{
+    BackupSummary, DecisionSummary, ProbeSummary, RestoreSummary, SessionCounters, SessionState,
+    SessionStatus, Transition,
+};
+
+/// `GET /v1/sessions`.
+#[derive(Serialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionSummary>,
+}
+
+/// One row of the session list: what an operator checks at a glance.
+#[derive(Serialize)]
+pub struct SessionSummary {
+    pub id: SessionId,
+    pub url: String,
+    pub state: SessionState,
+    #[serde(with = "rfc3339")]
+    pub since: SystemTime,
+    pub reason: String,
+    pub last_backup: Option<BackupSummary>,
+    pub last_backup_error: Option<String>,
+    pub last_decision: Option<DecisionSummary>,
+}
+
+impl From<SessionStatus> for SessionSummary {
+    fn from(s: SessionStatus) -> Self {
+        Self {
+            id: s.id,
+            url: s.url,
+            state: s.state,
+            since: s.since,
+            reason: s.reason,
+            last_backup: s.last_backup,
+            last_backup_error: s.last_backup_error,
+            last_decision: s.last_decision,
+        }
+    }
+}
+
+/// `GET /v1/sessions/{id}`: everything known about one session.
+#[derive(Serialize)]
+pub struct SessionDetail {
+    pub id: SessionId,
+    pub url: String,
+    pub state: SessionState,
+    #[serde(with = "rfc3339")]
+    pub since: SystemTime,
+    pub reason: String,
+    pub browser_pid: Option<u32>,
+    pub last_probe: Option<ProbeSummary>,
+    pub consecutive_probe_failures: u32,
+    pub restarts_last_hour: u32,
+    pub last_backup: Option<BackupSummary>,
+    pub last_backup_error: Option<String>,
+    pub last_restore: Option<RestoreSummary>,
+    pub last_decision: Option<DecisionSummary>,
+    /// Oldest first.
+    pub history: Vec<Transition>,
+    pub counters: Counters,
+}
+
+/// Counts since the host started.
+#[derive(Serialize)]
+pub struct Counters {
+    /// Transitions into each state, by state name.
+    pub transitions: BTreeMap<&'static str, u64>,
+    pub restarts: u64,
+    pub probe_failures: u64,
+    pub backups: u64,
+    pub backup_failures: u64,
+    /// Where each start's profile came from: `disk`, `backup`, `fresh`.
+    pub restores: BTreeMap<&'static str, u64>,
+    pub restore_failures: u64,
+}
+
+impl From<&SessionCounters> for Counters {
+    fn from(c: &SessionCounters) -> Self {
+        Self {
+            transitions: SessionState::ALL
+                .iter()
+                .map(|s| (s.as_str(), c.transitions_into(*s)))
+                .collect(),
+            restarts: c.restarts,
+            probe_failures: c.probe_failures,
+            backups: c.backups,
+            backup_failures: c.backup_failures,
+            restores: BTreeMap::from([
+                ("disk", c.restores_from_disk),
+                ("backup", c.restores_from_backup),
+                ("fresh", c.restores_fresh),
+            ]),
+            restore_failures: c.restore_failures,
+        }
+    }
+}
+
+impl From<SessionStatus> for SessionDetail {
+    fn from(s: SessionStatus) -> Self {
+        Self {
+            counters: Counters::from(&s.counters),
+            id: s.id,
+            url: s.url,
+            state: s.state,
+            since: s.since,
+            reason: s.reason,
+            browser_pid: s.browser_pid,
+            last_probe: s.last_probe,
+            consecutive_probe_failures: s.consecutive_probe_failures,
+            restarts_last_hour: s.restarts_last_hour,
+            last_backup: s.last_backup,
+            last_backup_error: s.last_backup_error,
+            last_restore: s.last_restore,
+            last_decision: s.last_decision,
+            history: s.history,
+        }
+    }
+}
+
+/// One backup in the store.
+#[derive(Serialize)]
+pub struct BackupView {
+    pub id: BackupId,
+    pub created: DateTime<Utc>,
+    /// The archive's size in the store.
+    pub size_bytes: u64,
+    pub sha256: Sha256,
+    pub files: u64,
+    /// The profile's bytes before compression.
+    pub profile_bytes: u64,
+    /// The machine that made it.
+    pub host: String,
+    pub vigil_version: String,
+    pub encrypted: bool,
+    /// `quiesce` or `live`.
+    pub mode: String,
+    pub critical: Vec<ProfilePath>,
+    /// Set when a restore or verify found it damaged.
+    pub damaged: Option<FailureMark>,
+}
+
+impl BackupView {
+    pub fn new(m: Manifest, damaged: Option<FailureMark>) -> Self {
+        Self {
+            id: m.id,
+            created: m.created,
+            size_bytes: m.size,
+            sha256: m.sha256,
+            files: m.files,
+            profile_bytes: m.profile_bytes,
+            host: m.host,
+            vigil_version: m.vigil_version,
+            encrypted: m.encrypted,
+            mode: m.mode,
+            critical: m.critical,
+            damaged,
+        }
+    }
+}
+
+impl From<BackupEntry> for BackupView {
+    fn from(e: BackupEntry) -> Self {
+        Self::new(e.manifest, e.failure)
+    }
+}
+
+/// `GET /v1/sessions/{id}/backups`, newest first.
+#[derive(Serialize)]
+pub struct BackupList {
+    pub session: SessionId,
+    pub backups: Vec<BackupView>,
+}
+
+/// `POST /v1/sessions/{id}/restore`.
+#[derive(Serialize)]
+pub struct Restored {
+    pub session: SessionId,
+    /// The backup now in place.
+    pub backup: BackupId,
+    pub files: u64,
+    pub bytes: u64,
+    /// Newer backups tried first and found damaged.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Serialize)]
+pub struct Skipped {
+    pub backup: BackupId,
+    pub reason: String,
+}
+
+impl From<RestoreReport> for Restored {
+    fn from(r: RestoreReport) -> Self {
+        Self {
+            session: r.session,
+            backup: r.id,
+            files: r.files,
+            bytes: r.bytes,
+            skipped: r
+                .skipped
+                .into_iter()
+                .map(|(backup, reason)| Skipped { backup, reason })
+                .collect(),
+        }
+    }
+}
+
+/// `POST /v1/sessions/{id}/restart`.
+#[derive(Serialize)]
+pub struct Accepted {
+    pub session: SessionId,
+    pub message: String,
+}
+
+/// `GET /healthz`.
+#[derive(Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+    #[serde(with = "rfc3339")]
+    pub started: SystemTime,
+}
+
+/// `GET /readyz`.
+#[derive(Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Sessions still starting, restoring or launching.
+    pub waiting: Vec<SessionId>,
+}

@@ -1,0 +1,636 @@
+//! The admin API as an operator meets it: over real HTTP, against a real
+//! host (supervisor, Chromium, the fixture app). One host serves the
+//! in-process story, one `vigil run` child the command-line story, so at
+//! most two browsers run.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::api::{Answer, ChildSetup, OpenApi, TOKEN, TestHost, call, parse_prometheus, png_size};
+use common::chromium::browser_slot;
+use common::fixture::wait_until;
+use serde_json::{Value, json};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_and_commands_a_running_host() {
+    let _slot = browser_slot().await;
+    // Live backups keep the browser open, and no backup is taken behind
+    // the test's back: each step sees only what it did.
+    let host = TestHost::start("mode = \"live\"\nafter_login = false\non_shutdown = false").await;
+    let login = wait_for_state(&host.base, "needs-login").await;
+    assert_eq!(login["id"], "main");
+
+    every_route_but_the_health_checks_needs_the_token(&host.base).await;
+    readiness_follows_the_sessions(&host.base).await;
+    the_screenshot_shows_the_login_screen(&host).await;
+    metrics_move_when_the_session_logs_in(&host).await;
+    let backup = a_backup_made_through_the_api_is_listed(&host.base).await;
+    a_refused_policy_shows_with_its_reason(&host).await;
+    the_api_and_its_openapi_document_agree(&host.base, &backup).await;
+
+    host.stop().await;
+}
+
+async fn get(base: &str, path: &str) -> Answer {
+    call(base, "GET", path, Some(TOKEN), None).await
+}
+
+/// Polls the session until it is in `state`; returns its detail.
+async fn wait_for_state(base: &str, state: &str) -> Value {
+    wait_until(SETTLE, &format!("session main to be {state}"), || async {
+        let detail = get(base, "/v1/sessions/main").await.json();
+        (detail["state"] == state).then_some(detail)
+    })
+    .await
+}
+
+async fn every_route_but_the_health_checks_needs_the_token(base: &str) {
+    let routes = vigil::api::routes();
+    assert!(routes.len() >= 11, "{routes:?}");
+    for route in routes {
+        let path = route.path.replace("{id}", "main");
+        let method = route.method.as_str();
+        if !route.needs_token {
+            assert!(
+                ["/healthz", "/readyz"].contains(&route.path),
+                "{} is open",
+                route.path
+            );
+            let open = call(base, method, &path, None, None).await;
+            assert!(
+                [200, 503].contains(&open.status),
+                "{method} {path}: {open:?}"
+            );
+            continue;
+        }
+        for (token, why) in [
+            (None, "without a token"),
+            (Some("not-the-token-0123456789"), "with a wrong token"),
+            (Some(&TOKEN[..TOKEN.len() - 1]), "with the token cut short"),
+        ] {
+            let answer = call(base, method, &path, token, None).await;
+            assert_eq!(
+                answer.status,
+                401,
+                "{method} {path} {why}: {}",
+                answer.text()
+            );
+            assert_eq!(answer.error_code(), "unauthorized", "{method} {path} {why}");
+            assert_eq!(
+                answer.headers.get("www-authenticate").map(|v| v.as_bytes()),
+                Some(&b"Bearer"[..]),
+                "{method} {path} {why}"
+            );
+        }
+    }
+    // The scheme is case-insensitive; the token is not.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let lower = http
+        .get(format!("{base}/v1/sessions"))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200);
+    let upper = http
+        .get(format!("{base}/v1/sessions"))
+        .header("authorization", format!("Bearer {}", TOKEN.to_uppercase()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upper.status(), 401);
+}
+
+async fn readiness_follows_the_sessions(base: &str) {
+    // needs-login is past start-up: the host is ready.
+    let ready = call(base, "GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json(), json!({ "ready": true, "waiting": [] }));
+    let health = call(base, "GET", "/healthz", None, None).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+}
+
+async fn the_screenshot_shows_the_login_screen(host: &TestHost) {
+    let base = host.base.as_str();
+    let shot = get(base, "/v1/sessions/main/screenshot").await;
+    assert_eq!(shot.status, 200, "{}", shot.text());
+    assert_eq!(shot.content_type, "image/png");
+    // The window is 1280x800 CSS pixels (the default [browser] size).
+    assert_eq!(png_size(&shot.body), Ok((1280, 800)));
+    assert!(
+        shot.body.len() > 5_000,
+        "a nearly empty PNG: {} bytes",
+        shot.body.len()
+    );
+    // Still the login screen when it was taken: the page shows a code and
+    // nothing pairs by itself.
+    assert_eq!(
+        get(base, "/v1/sessions/main").await.json()["state"],
+        "needs-login"
+    );
+    assert!(!host.fixture.report().pending_codes.is_empty());
+    let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-login-screen.png");
+    std::fs::write(&saved, &shot.body).unwrap();
+    eprintln!("login screen saved to {}", saved.display());
+}
+
+async fn scrape(base: &str) -> common::api::Scrape {
+    let answer = get(base, "/metrics").await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        answer.content_type
+    );
+    parse_prometheus(&answer.text())
+        .unwrap_or_else(|e| panic!("the scrape does not parse: {e}\n{}", answer.text()))
+}
+
+async fn metrics_move_when_the_session_logs_in(host: &TestHost) {
+    let state = |s: &common::api::Scrape, st: &str| {
+        s.value("vigil_session_state", &[("session", "main"), ("state", st)])
+    };
+    let before = scrape(&host.base).await;
+    assert_eq!(state(&before, "needs-login"), Some(1.0));
+    assert_eq!(state(&before, "connected"), Some(0.0));
+    let one_hot: f64 = before
+        .samples
+        .iter()
+        .filter(|s| s.name == "vigil_session_state")
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(one_hot, 1.0, "exactly one state per session");
+    let connects = |s: &common::api::Scrape| {
+        s.value(
+            "vigil_session_transitions_total",
+            &[("session", "main"), ("to", "connected")],
+        )
+        .expect("a transitions sample")
+    };
+    let connected_before = connects(&before);
+    for family in [
+        "vigil_session_restarts_total",
+        "vigil_session_probe_failures_total",
+        "vigil_backup_failures_total",
+        "vigil_restores_total",
+        "vigil_restore_duration_seconds",
+        "vigil_policy_calls_total",
+        "vigil_policy_call_duration_seconds",
+        "vigil_policy_reloads_total",
+        "vigil_backup_duration_seconds",
+        "vigil_backup_newest_age_seconds",
+    ] {
+        assert!(before.families.contains_key(family), "{family} is missing");
+    }
+    // The restore policy chose a fresh profile: one start, from "fresh".
+    assert_eq!(
+        before.value(
+            "vigil_restores_total",
+            &[("session", "main"), ("source", "fresh")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        before
+            .value(
+                "vigil_policy_calls_total",
+                &[("plugin", "builtin"), ("role", "restore")]
+            )
+            .is_some_and(|n| n >= 1.0),
+        "the restore decision is counted"
+    );
+
+    // A phone scans the code.
+    host.fixture.pair(None).expect("a login code is shown");
+    wait_for_state(&host.base, "connected").await;
+
+    let after = scrape(&host.base).await;
+    assert_eq!(state(&after, "connected"), Some(1.0));
+    assert_eq!(state(&after, "needs-login"), Some(0.0));
+    assert_eq!(connects(&after), connected_before + 1.0);
+}
+
+async fn a_backup_made_through_the_api_is_listed(base: &str) -> String {
+    let made = call(base, "POST", "/v1/sessions/main/backups", Some(TOKEN), None).await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    let backup = made.json();
+    let id = backup["id"].as_str().expect("an id").to_owned();
+    assert!(
+        backup["size_bytes"].as_u64().is_some_and(|n| n > 0),
+        "{backup}"
+    );
+    assert!(backup["damaged"].is_null());
+
+    let listed = get(base, "/v1/sessions/main/backups").await.json();
+    let ids: Vec<&str> = listed["backups"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![id.as_str()], "{listed}");
+
+    let detail = get(base, "/v1/sessions/main").await.json();
+    assert_eq!(detail["last_backup"]["id"], id.as_str());
+    let metrics = scrape(base).await;
+    assert_eq!(
+        metrics.value("vigil_backups_total", &[("session", "main")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value("vigil_backup_newest_size_bytes", &[("session", "main")]),
+        backup["size_bytes"].as_f64()
+    );
+    id
+}
+
+async fn a_refused_policy_shows_with_its_reason(host: &TestHost) {
+    let before = get(&host.base, "/v1/policies").await.json();
+    assert_eq!(
+        before["policies"],
+        json!([]),
+        "no policy files: built-in defaults"
+    );
+    assert_eq!(before["rejected"], json!([]));
+
+    // An operator drops a broken policy file into the watched folder.
+    let file = host.root.path().join("policies/broken.toml");
+    std::fs::write(&file, "role = \"watchdog\"\nplugin = 42\n").unwrap();
+    let status = wait_until(
+        Duration::from_secs(20),
+        "the reload to be refused",
+        || async {
+            let status = get(&host.base, "/v1/policies").await.json();
+            (status["rejected"].as_array().is_some_and(|r| !r.is_empty())).then_some(status)
+        },
+    )
+    .await;
+    let rejection = &status["rejected"][0];
+    assert!(
+        rejection["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("broken.toml:2:10")),
+        "{rejection}"
+    );
+    assert!(status["last_reload"]["events"].is_array(), "{status}");
+    let metrics = scrape(&host.base).await;
+    assert_eq!(
+        metrics.value("vigil_policy_reloads_total", &[("outcome", "rejected")]),
+        Some(1.0)
+    );
+    assert_eq!(metrics.value("vigil_policies_rejected", &[]), Some(1.0));
+    std::fs::remove_file(&file).unwrap();
+}
+
+async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
+    let doc = OpenApi::load();
+    let documented: BTreeSet<(String, String, bool)> = doc
+        .operations()
+        .into_iter()
+        .map(|o| (o.method, o.path, o.needs_token))
+        .collect();
+    let served: BTreeSet<(String, String, bool)> = vigil::api::routes()
+        .into_iter()
+        .map(|r| (r.method.to_string(), r.path.to_owned(), r.needs_token))
+        .collect();
+    assert_eq!(
+        served, documented,
+        "routes served (left) and documented (right) differ, or differ on needing the token"
+    );
+
+    // Every documented operation answers, with a documented status and
+    // body; mutating ones last, restore before restart.
+    let mut operations = doc.operations();
+    operations.sort_by_key(|o| (o.method != "GET", o.path.ends_with("/restart")));
+    for op in &operations {
+        let path = op.path.replace("{id}", "main");
+        let body = op
+            .path
+            .ends_with("/restore")
+            .then(|| json!({ "backup": backup }));
+        let answer = call(base, &op.method, &path, Some(TOKEN), body).await;
+        assert!(
+            (200..300).contains(&answer.status),
+            "{} {path}: {} {}",
+            op.method,
+            answer.status,
+            answer.text()
+        );
+        doc.check(&op.method, &op.path, &answer)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if op.path.contains("{id}") {
+            let path = op.path.replace("{id}", "nobody");
+            let missing = call(base, &op.method, &path, Some(TOKEN), None).await;
+            assert_eq!(missing.status, 404, "{} {path}", op.method);
+            assert_eq!(missing.error_code(), "session_not_found");
+            doc.check(&op.method, &op.path, &missing)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    // Error answers are documented too.
+    let path = "/v1/sessions/{id}/restore";
+    let concrete = path.replace("{id}", "main");
+    for (body, status, code) in [
+        (
+            json!({ "backup": "20000101T000000Z-00000000" }),
+            404,
+            "backup_not_found",
+        ),
+        (json!({ "backup": "not a backup id" }), 400, "bad_request"),
+        (json!({ "from": "yesterday" }), 400, "bad_request"),
+    ] {
+        let answer = call(base, "POST", &concrete, Some(TOKEN), Some(body.clone())).await;
+        assert_eq!(answer.status, status, "{body}: {}", answer.text());
+        assert_eq!(answer.error_code(), code);
+        doc.check("POST", path, &answer)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The restore of the sweep shows in the metrics with its source.
+    let metrics = scrape(base).await;
+    assert!(
+        metrics
+            .value(
+                "vigil_restores_total",
+                &[("session", "main"), ("source", "backup")]
+            )
+            .is_some_and(|n| n >= 1.0),
+        "a restore from a backup is counted"
+    );
+    assert!(
+        metrics
+            .value(
+                "vigil_restore_last_duration_seconds",
+                &[("session", "main"), ("source", "backup")]
+            )
+            .is_some()
+    );
+
+    let unauthorized = call(base, "GET", "/v1/policies", None, None).await;
+    doc.check("GET", "/v1/policies", &unauthorized)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(doc.error_codes().contains("state_conflict"));
+}
+
+/// `vigil run` as systemd would start it, and the commands an operator
+/// types next to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vigil_status_and_systemd_follow_a_running_vigil_run() {
+    let _slot = browser_slot().await;
+    let setup = ChildSetup::new([127, 0, 0, 1]);
+    let notify_path = setup.root.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    let log = std::fs::File::create(setup.root.path().join("vigil.log")).unwrap();
+    let mut run = setup.command(&["run"]);
+    run.env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stderr(log);
+    let child = Child(Some(
+        tokio::process::Command::from(run)
+            .spawn()
+            .expect("spawn vigil run"),
+    ));
+    let messages = Messages::new(notify);
+
+    let ready = messages.wait_for("READY=1", SETTLE).await;
+    assert!(ready.contains("STATUS=1 session: "), "{ready}");
+
+    // The fixture pairs the login code by itself after a second.
+    let sessions = wait_until(SETTLE, "vigil status to show main connected", || async {
+        let (code, stdout, stderr) = vigil(&setup, &["status", "--json"]).await;
+        assert_eq!(code, 0, "{stderr}");
+        let value: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+        (value["sessions"][0]["state"] == "connected").then_some(value)
+    })
+    .await;
+    let main = &sessions["sessions"][0];
+    assert_eq!(main["id"], "main");
+    assert!(main["since"].as_str().is_some_and(|s| s.ends_with('Z')));
+    assert!(main["last_decision"]["decision"].is_string(), "{main}");
+
+    let (code, table, _) = vigil(&setup, &["status"]).await;
+    assert_eq!(code, 0);
+    let mut lines = table.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|h| h.starts_with("SESSION  STATE")),
+        "{table}"
+    );
+    let row: Vec<&str> = lines.next().expect("a row").split_whitespace().collect();
+    assert_eq!(&row[..2], ["main", "connected"], "{table}");
+
+    // The watchdog is pinged at half of WATCHDOG_USEC while all is well.
+    messages
+        .wait_for("WATCHDOG=1", Duration::from_secs(5))
+        .await;
+    messages
+        .wait_for("WATCHDOG=1", Duration::from_secs(5))
+        .await;
+
+    // The running host holds the profile: the backup goes through it.
+    let (code, stdout, stderr) = vigil(&setup, &["backup", "main"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("holds the profile; asking it"), "{stderr}");
+    let id = stdout.trim().to_owned();
+    let (code, listed, stderr) = vigil(&setup, &["backups", "main", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == id.as_str()),
+        "{id} not in {listed}"
+    );
+
+    let png = setup.root.path().join("main.png");
+    let (code, _, stderr) =
+        vigil(&setup, &["screenshot", "main", "-o", png.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(png_size(&std::fs::read(&png).unwrap()), Ok((1280, 800)));
+
+    // SIGTERM: systemd hears STOPPING=1 and the host exits cleanly.
+    let exit = child.terminate().await;
+    let stopping = messages
+        .wait_for("STOPPING=1", Duration::from_secs(5))
+        .await;
+    assert!(stopping.contains("STATUS="), "{stopping}");
+    assert_eq!(exit.code(), Some(0), "vigil run: {exit}");
+
+    let (code, _, stderr) = vigil(&setup, &["status"]).await;
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains("no Vigil host answers"), "{stderr}");
+}
+
+#[test]
+fn vigil_run_refuses_a_public_address_without_a_token() {
+    let setup = ChildSetup::new([0, 0, 0, 0]);
+    let out = setup.command(&["run"]).output().expect("run vigil");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not a loopback address"), "{stderr}");
+    assert!(stderr.contains("[api] token_file"), "{stderr}");
+    assert!(stderr.contains("VIGIL_API_TOKEN"), "{stderr}");
+    // It stopped before any session started.
+    assert!(!setup.root.path().join("data/profiles").exists());
+    assert!(!setup.root.path().join("data/api-token").exists());
+}
+
+/// Runs `vigil ARGS --config ...`; exit code, stdout, stderr.
+async fn vigil(setup: &ChildSetup, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::from(setup.command(args))
+        .output()
+        .await
+        .expect("run vigil");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `vigil run`, stopped with SIGTERM when the test ends (even by a panic).
+struct Child(Option<tokio::process::Child>);
+
+impl Child {
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("running");
+        sigterm(&child);
+        tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .expect("vigil run exits within a minute of SIGTERM")
+            .expect("wait for vigil run")
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(child) = &self.0 {
+            sigterm(child);
+        }
+    }
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on a pid we spawned and have not reaped.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
+
+/// What `vigil run` sends to its NOTIFY_SOCKET.
+struct Messages(tokio::sync::Mutex<tokio::net::UnixDatagram>);
+
+impl Messages {
+    fn new(socket: tokio::net::UnixDatagram) -> Self {
+        Self(tokio::sync::Mutex::new(socket))
+    }
+
+    /// The next message with a line `line`, skipping others.
+    async fn wait_for(&self, line: &str, timeout: Duration) -> String {
+        let socket = self.0.lock().await;
+        let mut buf = vec![0u8; 4096];
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {line} within {timeout:?}"))
+                .expect("read the notify socket");
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if message.lines().any(|l| l == line) {
+                return message;
+            }
+        }
+    }
+}
+
+/// The checkers above can fail: they refuse what a scraper or a client
+/// would trip on.
+#[test]
+fn the_checkers_refuse_broken_answers() {
+    let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2\n";
+    assert!(parse_prometheus(good).is_ok());
+    for (bad, why) in [
+        ("a_total 1\n", "a sample before its TYPE"),
+        ("# TYPE a_total counter\na_total 1\n", "a TYPE without HELP"),
+        (
+            "# HELP a A.\n# TYPE a counter\na 1\n",
+            "a counter without _total",
+        ),
+        (
+            "# HELP a A.\n# TYPE a gauge\na 1\n# HELP b B.\n# TYPE b gauge\nb 1\na{x=\"2\"} 1\n",
+            "a family split in two",
+        ),
+        (
+            "# HELP a A.\n# TYPE a gauge\na 1\na 2\n",
+            "a repeated series",
+        ),
+        (
+            "# HELP a A.\n# TYPE a gauge\na{x=1} 1\n",
+            "an unquoted label",
+        ),
+        (
+            "# HELP a A.\n# TYPE a gauge\na{x=\"1\" 1\n",
+            "an unclosed label set",
+        ),
+        (
+            "# HELP a A.\n# TYPE a gauge\na one\n",
+            "a value that is no number",
+        ),
+        (
+            "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+            "buckets that are not cumulative",
+        ),
+        (
+            "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 1\n",
+            "+Inf differing from _count",
+        ),
+        ("# HELP a A.\n# TYPE a gauge\na 1", "no final newline"),
+    ] {
+        assert!(parse_prometheus(bad).is_err(), "accepted {why}: {bad:?}");
+    }
+
+    let doc = OpenApi::load();
+    let answer = |status: u16, body: Value| Answer {
+        status,
+        content_type: "application/json".into(),
+        headers: Default::default(),
+        body: serde_json::to_vec(&body).unwrap(),
+    };
+    let ok = answer(200, json!({ "ready": true, "waiting": [] }));
+    assert!(doc.check("GET", "/readyz", &ok).is_ok());
+    for (bad, why) in [
+        (
+            answer(200, json!({ "ready": true })),
+            "a missing required field",
+        ),
+        (
+            answer(200, json!({ "ready": "yes", "waiting": [] })),
+            "a wrong type",
+        ),
+        (
+            answer(200, json!({ "ready": true, "waiting": [1] })),
+            "a wrong item type",
+        ),
+        (
+            answer(418, json!({ "ready": true, "waiting": [] })),
+            "an undocumented status",
+        ),
+    ] {
+        assert!(doc.check("GET", "/readyz", &bad).is_err(), "accepted {why}");
+    }
+    let error = answer(401, json!({ "error": { "code": "nope", "message": "m" } }));
+    assert!(
+        doc.check("GET", "/v1/sessions", &error).is_err(),
+        "accepted an unknown code"
+    );
+}
