@@ -11,16 +11,31 @@ use std::time::Duration;
 use common::api::{Answer, ChildSetup, OpenApi, TOKEN, TestHost, call, parse_prometheus, png_size};
 use common::chromium::browser_slot;
 use common::fixture::wait_until;
+use common::webhook::{Answer as HookAnswer, Receiver};
 use serde_json::{Value, json};
 
 const SETTLE: Duration = Duration::from_secs(60);
+const HOOK_SECRET: &str = "api-test-hook-secret";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_watches_and_commands_a_running_host() {
     let _slot = browser_slot().await;
     // Live backups keep the browser open, and no backup is taken behind
     // the test's back: each step sees only what it did.
-    let host = TestHost::start("mode = \"live\"\nafter_login = false\non_shutdown = false").await;
+    // A receiver that fails each delivery twice before taking it.
+    let receiver = Receiver::start(HOOK_SECRET, HookAnswer::FailFirst(2)).await;
+    let secret = tempfile::NamedTempFile::new().expect("a secret file");
+    std::fs::write(secret.path(), HOOK_SECRET).unwrap();
+    let hook = format!(
+        "[[webhook]]\nname = \"ops\"\nurl = {:?}\nsecret_file = {:?}\n\n[webhooks]\nbackoff_base_secs = 0.1\n",
+        receiver.url("/hook"),
+        secret.path().display().to_string()
+    );
+    let host = TestHost::start(
+        "mode = \"live\"\nafter_login = false\non_shutdown = false",
+        &hook,
+    )
+    .await;
     let login = wait_for_state(&host.base, "needs-login").await;
     assert_eq!(login["id"], "main");
 
@@ -31,6 +46,7 @@ async fn an_operator_watches_and_commands_a_running_host() {
     let backup = a_backup_made_through_the_api_is_listed(&host.base).await;
     a_refused_policy_shows_with_its_reason(&host).await;
     the_api_and_its_openapi_document_agree(&host.base, &backup).await;
+    webhook_deliveries_show_in_the_metrics(&host.base, &receiver).await;
 
     host.stop().await;
 }
@@ -285,6 +301,41 @@ async fn a_refused_policy_shows_with_its_reason(host: &TestHost) {
     );
     assert_eq!(metrics.value("vigil_policies_rejected", &[]), Some(1.0));
     std::fs::remove_file(&file).unwrap();
+}
+
+/// The receiver saw signed events, each tried three times, and `/metrics`
+/// counts the deliveries and the retries under the webhook's name.
+async fn webhook_deliveries_show_in_the_metrics(base: &str, receiver: &Receiver) {
+    let connected = |a: &common::webhook::Attempt| {
+        a.event == "session.state_changed" && a.json()["data"]["to"] == "connected"
+    };
+    let attempts = wait_until(SETTLE, "a connected event, tried three times", || async {
+        let attempts = receiver.attempts();
+        let first = attempts.iter().find(|a| connected(a))?;
+        let tries = attempts
+            .iter()
+            .filter(|a| a.delivery == first.delivery)
+            .count();
+        (tries == 3).then_some(attempts)
+    })
+    .await;
+    assert!(attempts.iter().all(|a| a.signature_valid), "{attempts:?}");
+    let metrics = scrape(base).await;
+    let delivered = metrics
+        .value("vigil_webhook_deliveries_total", &[("webhook", "ops")])
+        .expect("deliveries counted");
+    let retried = metrics
+        .value("vigil_webhook_retries_total", &[("webhook", "ops")])
+        .expect("retries counted");
+    assert!(delivered >= 1.0, "the connected event was delivered");
+    assert!(
+        retried >= 2.0 * delivered,
+        "each delivery failed twice first: {retried} retries for {delivered} deliveries"
+    );
+    assert_eq!(
+        metrics.value("vigil_webhook_failures_total", &[("webhook", "ops")]),
+        Some(0.0)
+    );
 }
 
 async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {

@@ -153,6 +153,12 @@ impl Supervisor {
         self.webhook_sender.stats()
     }
 
+    /// A handle on the webhooks' queues and counters (empty when none is
+    /// configured).
+    pub fn webhook_sender(&self) -> WebhookSender {
+        self.webhook_sender.clone()
+    }
+
     pub fn started(&self) -> SystemTime {
         self.started
     }

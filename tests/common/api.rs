@@ -72,8 +72,9 @@ pub struct TestHost {
 }
 
 impl TestHost {
-    /// `backup` is put in the `[backup]` section (e.g. `mode = "live"`).
-    pub async fn start(backup: &str) -> Self {
+    /// `backup` is put in the `[backup]` section (e.g. `mode = "live"`),
+    /// `extra` (whole sections) before the sessions.
+    pub async fn start(backup: &str, extra: &str) -> Self {
         chromium::init_logging();
         let root = tempfile::Builder::new()
             .prefix("vigil-api-test-")
@@ -82,7 +83,7 @@ impl TestHost {
         let fixture = Fixture::start(FixtureOptions::default())
             .await
             .expect("fixture starts");
-        let text = config_text(root.path(), &fixture.url(), "")
+        let text = config_text(root.path(), &fixture.url(), extra)
             .replace("[backup]\n", &format!("[backup]\n{backup}\n"));
         let file = root.path().join("vigil.toml");
         std::fs::write(&file, &text).expect("write the config");

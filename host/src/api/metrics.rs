@@ -8,12 +8,12 @@
 //! Implement [`Collector`] and pass it to [`super::Listener::serve`]:
 //!
 //! ```ignore
-//! impl Collector for WebhookStats {
+//! impl Collector for Uploads {
 //!     fn collect(&self, out: &mut Exposition) {
-//!         let mut sent = out.family("vigil_webhooks_sent_total", MetricKind::Counter,
-//!             "Webhook deliveries acknowledged by the receiver.");
-//!         for (url, n) in self.sent() {
-//!             sent.sample(&[("receiver", url)], n as f64);
+//!         let mut sent = out.family("vigil_uploads_total", MetricKind::Counter,
+//!             "Uploads acknowledged by the store.");
+//!         for (store, n) in self.sent() {
+//!             sent.sample(&[("store", store)], n as f64);
 //!         }
 //!     }
 //! }
@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 use super::Host;
 use crate::policy::{PolicyRuntime, ReloadEvent};
 use crate::session::{RestoreSource, SessionState, SessionStatus};
+use crate::webhook::WebhookStats;
 
 /// The content type of a scrape.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -234,6 +235,52 @@ impl Collector for HostMetrics {
         backup_metrics(&sessions, out);
         restore_metrics(&sessions, out);
         policy_metrics(self.host.policies(), &self.reloads, out);
+        webhook_metrics(&self.host.webhook_stats(), out);
+    }
+}
+
+fn webhook_metrics(hooks: &[WebhookStats], out: &mut Exposition) {
+    type Field = fn(&WebhookStats) -> u64;
+    let families: [(&str, MetricKind, &str, Field); 5] = [
+        (
+            "vigil_webhook_deliveries_total",
+            MetricKind::Counter,
+            "Events the webhook's receiver accepted (2xx).",
+            |h| h.delivered,
+        ),
+        (
+            "vigil_webhook_retries_total",
+            MetricKind::Counter,
+            "Tries sent again after a failed one.",
+            |h| h.retried,
+        ),
+        (
+            "vigil_webhook_failures_total",
+            MetricKind::Counter,
+            "Events given up after max_attempts tries.",
+            |h| h.failed,
+        ),
+        (
+            "vigil_webhook_dropped_total",
+            MetricKind::Counter,
+            "Events dropped unsent: the oldest of a full queue, or left at shutdown.",
+            |h| h.dropped,
+        ),
+        (
+            "vigil_webhook_queued",
+            MetricKind::Gauge,
+            "Events waiting to be sent.",
+            |h| h.queued,
+        ),
+    ];
+    if hooks.is_empty() {
+        return;
+    }
+    for (name, kind, help, field) in families {
+        let mut family = out.family(name, kind, help);
+        for hook in hooks {
+            family.sample(&[("webhook", &hook.name)], field(hook) as f64);
+        }
     }
 }
 

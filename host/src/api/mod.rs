@@ -34,6 +34,7 @@ use crate::id::SessionId;
 use crate::policy::PolicyRuntime;
 use crate::session::{SessionClient, SessionState};
 use crate::supervisor::Supervisor;
+use crate::webhook::{WebhookSender, WebhookStats};
 
 pub use auth::{ApiToken, TokenSource, generated_token_path};
 pub use error::{ApiError, ErrorCode};
@@ -64,12 +65,14 @@ pub enum ApiStartError {
 }
 
 /// What the API sees of the running host: every session's client, the
-/// policy runtime and the backup store. Cheap to clone.
+/// policy runtime, the backup store and the webhooks' counters. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Host {
     sessions: Arc<BTreeMap<SessionId, SessionClient>>,
     policies: Arc<PolicyRuntime>,
     backups: Arc<Backups>,
+    webhooks: WebhookSender,
     started: SystemTime,
 }
 
@@ -84,6 +87,7 @@ impl Host {
             ),
             policies: Arc::clone(supervisor.policies()),
             backups: Arc::clone(supervisor.backups()),
+            webhooks: supervisor.webhook_sender(),
             started: supervisor.started(),
         }
     }
@@ -103,6 +107,11 @@ impl Host {
 
     pub fn backups(&self) -> &Arc<Backups> {
         &self.backups
+    }
+
+    /// Deliveries per configured webhook.
+    pub fn webhook_stats(&self) -> Vec<WebhookStats> {
+        self.webhooks.stats()
     }
 
     pub fn started(&self) -> SystemTime {
