@@ -384,7 +384,9 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
         }
     }
 
-    // Error answers are documented too.
+    // Error answers are documented too. A restore that has nothing to
+    // restore answers before it touches the running browser.
+    let before = wait_for_state(base, "connected").await;
     let path = "/v1/sessions/{id}/restore";
     let concrete = path.replace("{id}", "main");
     for (body, status, code) in [
@@ -402,6 +404,9 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
         doc.check("POST", path, &answer)
             .unwrap_or_else(|e| panic!("{e}"));
     }
+    let after = get(base, "/v1/sessions/main").await.json();
+    assert_eq!(after["state"], "connected", "{after}");
+    assert_eq!(after["since"], before["since"], "the browser was not closed");
     // The restore of the sweep shows in the metrics with its source.
     let metrics = scrape(base).await;
     assert!(

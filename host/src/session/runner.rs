@@ -27,7 +27,9 @@ use super::status::{
 };
 use super::{Command, SessionDeps, SessionError, SessionEvent, SessionSpec};
 use crate::archive::Progress;
-use crate::backup::{BackupEntry, BackupId, HookFuture, Manifest, Quiesce, RestoreReport};
+use crate::backup::{
+    BackupEntry, BackupError, BackupId, HookFuture, Manifest, Quiesce, RestoreReport,
+};
 use crate::browser::{self, Browser, BrowserError, ExitSignal, PageState, ProbeOutcome};
 use crate::config::BackupMode;
 use crate::id::SessionId;
@@ -726,6 +728,26 @@ impl Runner {
         self.restarts.iter().filter(|t| t.elapsed() <= hour).count() as u32
     }
 
+    /// Before an operator's restore closes a working browser: the backup
+    /// asked for exists (or, when none is named, some good one does).
+    async fn check_restorable(&self, backup: Option<&BackupId>) -> Result<(), SessionError> {
+        let session = &self.spec.id;
+        let entries = self.deps.backups.list(session).await?;
+        match backup {
+            Some(id) if !entries.iter().any(|e| e.id() == id) => Err(BackupError::NotFound {
+                session: session.clone(),
+                id: id.clone(),
+            }
+            .into()),
+            None if !entries.iter().any(BackupEntry::is_good) => Err(BackupError::NoGoodBackup {
+                session: session.clone(),
+                tried: Vec::new(),
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Closes the browser, restores `backup` (or the newest good one) over
     /// the profile, and relaunches, on the restored profile or, if the
     /// restore failed, on the untouched old one.
@@ -870,6 +892,10 @@ impl Runner {
                 phase
             }
             Command::Restore { backup, reply } => {
+                if let Err(e) = self.check_restorable(backup.as_ref()).await {
+                    let _ = reply.send(Err(e));
+                    return None;
+                }
                 let (phase, result) = self
                     .restore_now(backup, "asked by the operator".into())
                     .await;
@@ -909,6 +935,10 @@ impl Runner {
                     return Phase::Prepare;
                 }
                 Command::Restore { backup, reply } => {
+                    if let Err(e) = self.check_restorable(backup.as_ref()).await {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
                     let (phase, result) = self
                         .restore_now(backup, "asked by the operator".into())
                         .await;
