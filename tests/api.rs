@@ -406,7 +406,10 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
     }
     let after = get(base, "/v1/sessions/main").await.json();
     assert_eq!(after["state"], "connected", "{after}");
-    assert_eq!(after["since"], before["since"], "the browser was not closed");
+    assert_eq!(
+        after["since"], before["since"],
+        "the browser was not closed"
+    );
     // The restore of the sweep shows in the metrics with its source.
     let metrics = scrape(base).await;
     assert!(

@@ -18,7 +18,7 @@ use crate::session::{
     RestoreSource, SessionClient, SessionDeps, SessionEvent, SessionHandle, SessionSpec,
     SessionState,
 };
-use crate::webhook::{self, WebhookError, WebhookSender, WebhookStats, Webhooks};
+use crate::webhook::{self, WebhookError, WebhookSender, Webhooks};
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -148,11 +148,6 @@ impl Supervisor {
         self.events.subscribe()
     }
 
-    /// Deliveries per configured webhook, for `/metrics`.
-    pub fn webhook_stats(&self) -> Vec<WebhookStats> {
-        self.webhook_sender.stats()
-    }
-
     /// A handle on the webhooks' queues and counters (empty when none is
     /// configured).
     pub fn webhook_sender(&self) -> WebhookSender {
@@ -161,20 +156,6 @@ impl Supervisor {
 
     pub fn started(&self) -> SystemTime {
         self.started
-    }
-
-    /// Every session is past start-up (connected, needs-login, degraded,
-    /// or failed): what `/readyz` and systemd's READY=1 wait for.
-    pub fn ready(&self) -> bool {
-        self.sessions().all(|s| s.state().is_settled())
-    }
-
-    /// Waits until [`Supervisor::ready`].
-    pub async fn wait_ready(&self) {
-        for session in self.sessions() {
-            let mut status = session.watch();
-            let _ = status.wait_for(|s| s.state.is_settled()).await;
-        }
     }
 
     /// Stops the schedule and the watcher, tells every session to close its
