@@ -30,15 +30,7 @@ async fn a_deleted_profile_comes_back_byte_for_byte(kind: StoreKind) {
     let backups = s.backups();
     let claim = s.claim();
 
-    let manifest = backups
-        .backup(
-            &s.session,
-            &claim,
-            Arc::new(NoQuiesce),
-            &Progress::default(),
-        )
-        .await
-        .unwrap();
+    let manifest = s.back_up(&backups, &claim).await.unwrap();
     assert_eq!(manifest.files as usize, before.len());
     assert_eq!(manifest.critical.len(), 2);
 
@@ -72,29 +64,13 @@ async fn a_damaged_newest_backup_is_skipped_and_marked(kind: StoreKind) {
     let older_state = profile::snapshot(&s.profile_dir());
     let backups = s.backups();
     let claim = s.claim();
-    let older = backups
-        .backup(
-            &s.session,
-            &claim,
-            Arc::new(NoQuiesce),
-            &Progress::default(),
-        )
-        .await
-        .unwrap();
+    let older = s.back_up(&backups, &claim).await.unwrap();
     std::fs::write(
         s.profile_dir().join(profile::ORIGIN_DB).join("000099.log"),
         b"newer",
     )
     .unwrap();
-    let newer = backups
-        .backup(
-            &s.session,
-            &claim,
-            Arc::new(NoQuiesce),
-            &Progress::default(),
-        )
-        .await
-        .unwrap();
+    let newer = s.back_up(&backups, &claim).await.unwrap();
 
     // One bit flipped in the middle of the newest archive.
     let raw = s.raw();
@@ -135,15 +111,7 @@ async fn a_truncated_backup_is_caught_before_the_profile_is_touched(kind: StoreK
     profile::generate(&s.profile_dir(), 1 << 20, 3);
     let backups = s.backups();
     let claim = s.claim();
-    let m = backups
-        .backup(
-            &s.session,
-            &claim,
-            Arc::new(NoQuiesce),
-            &Progress::default(),
-        )
-        .await
-        .unwrap();
+    let m = s.back_up(&backups, &claim).await.unwrap();
     let raw = s.raw();
     let bytes = raw.read(&m.archive).await;
     raw.write(&m.archive, bytes[..bytes.len() * 2 / 3].to_vec())
@@ -177,15 +145,7 @@ async fn a_profile_without_its_login_is_never_published(kind: StoreKind) {
     std::fs::remove_dir_all(s.profile_dir().join("Default/IndexedDB")).unwrap();
     let backups = s.backups();
     let claim = s.claim();
-    let err = backups
-        .backup(
-            &s.session,
-            &claim,
-            Arc::new(NoQuiesce),
-            &Progress::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = s.back_up(&backups, &claim).await.unwrap_err();
     assert!(matches!(err, BackupError::MissingCritical { .. }), "{err}");
     assert!(err.to_string().contains("Default/IndexedDB"), "{err}");
     assert!(backups.list(&s.session).await.unwrap().is_empty());
@@ -193,15 +153,7 @@ async fn a_profile_without_its_login_is_never_published(kind: StoreKind) {
 
     // An empty critical folder is no better than a missing one.
     std::fs::create_dir_all(s.profile_dir().join("Default/IndexedDB/empty.leveldb")).unwrap();
-    let err = backups
-        .backup(
-            &s.session,
-            &claim,
-            Arc::new(NoQuiesce),
-            &Progress::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = s.back_up(&backups, &claim).await.unwrap_err();
     assert!(matches!(err, BackupError::MissingCritical { .. }), "{err}");
 }
 
@@ -210,15 +162,7 @@ async fn a_complete_profile_is_replaced_only_when_forced(kind: StoreKind) {
     profile::small(&s.profile_dir());
     let backups = s.backups();
     let claim = s.claim();
-    let m = backups
-        .backup(
-            &s.session,
-            &claim,
-            Arc::new(NoQuiesce),
-            &Progress::default(),
-        )
-        .await
-        .unwrap();
+    let m = s.back_up(&backups, &claim).await.unwrap();
     std::fs::write(
         s.profile_dir().join("Default/Preferences"),
         b"{\"mine\":true}",
@@ -279,15 +223,7 @@ async fn encrypted_backups_hide_the_login_and_restore_with_the_identity(kind: St
     let before = profile::snapshot(&s.profile_dir());
     let backups = s.backups();
     let claim = s.claim();
-    let m = backups
-        .backup(
-            &s.session,
-            &claim,
-            Arc::new(NoQuiesce),
-            &Progress::default(),
-        )
-        .await
-        .unwrap();
+    let m = s.back_up(&backups, &claim).await.unwrap();
     assert!(m.encrypted);
     assert!(m.archive.ends_with(".tar.gz.age"));
     let stored = s.raw().read(&m.archive).await;
@@ -332,15 +268,7 @@ async fn retention_keeps_the_newest_good_backups_and_drops_leftovers(kind: Store
     let claim = s.claim();
     let mut ids = Vec::new();
     for _ in 0..4 {
-        let m = backups
-            .backup(
-                &s.session,
-                &claim,
-                Arc::new(NoQuiesce),
-                &Progress::default(),
-            )
-            .await
-            .unwrap();
+        let m = s.back_up(&backups, &claim).await.unwrap();
         ids.push(m.id);
     }
     // The newest one is damaged: it must not count toward keep_last = 2.

@@ -9,14 +9,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::profile;
 use common::storage::{RawStore, Setup, StoreKind};
 use sha2::Digest;
 use vigil::archive::{Progress, Sha256};
-use vigil::backup::{BackupError, BackupId, MANIFEST_FORMAT, Manifest, NoQuiesce};
+use vigil::backup::{BackupError, BackupId, MANIFEST_FORMAT, Manifest};
 
 on_both_stores!(kill_9_during_upload_leaves_the_previous_backup_newest);
 
@@ -58,15 +57,7 @@ async fn kill_9_during_upload_leaves_the_previous_backup_newest(kind: StoreKind)
         let claim = s.claim();
         // A restore marks the exit clean; start from that for a byte-for-byte match.
         claim.reset_crash_exit_type().unwrap();
-        backups
-            .backup(
-                &s.session,
-                &claim,
-                Arc::new(NoQuiesce),
-                &Progress::default(),
-            )
-            .await
-            .unwrap()
+        s.back_up(&backups, &claim).await.unwrap()
     };
     let first_state = profile::snapshot(&s.profile_dir());
     // Enough incompressible data that the upload takes many parts.
@@ -130,15 +121,7 @@ async fn kill_9_during_extract_leaves_the_old_profile_whole() {
     let backups = s.backups();
     {
         let claim = s.claim();
-        backups
-            .backup(
-                &s.session,
-                &claim,
-                Arc::new(NoQuiesce),
-                &Progress::default(),
-            )
-            .await
-            .unwrap();
+        s.back_up(&backups, &claim).await.unwrap();
     }
     // The current profile differs from the backup: it must survive whole.
     std::fs::write(
@@ -449,29 +432,13 @@ async fn a_full_store_disk_fails_the_backup_and_keeps_the_previous_one() {
     let claim = s.claim();
     claim.reset_crash_exit_type().unwrap();
     let first_state = profile::snapshot(&s.profile_dir());
-    let first = backups
-        .backup(
-            &s.session,
-            &claim,
-            Arc::new(NoQuiesce),
-            &Progress::default(),
-        )
-        .await
-        .unwrap();
+    let first = s.back_up(&backups, &claim).await.unwrap();
     std::fs::write(
         s.profile_dir().join(profile::ORIGIN_DB).join("000100.ldb"),
         profile::Noise::new(5).random(12 << 20),
     )
     .unwrap();
-    let err = backups
-        .backup(
-            &s.session,
-            &claim,
-            Arc::new(NoQuiesce),
-            &Progress::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = s.back_up(&backups, &claim).await.unwrap_err();
     assert!(err.to_string().contains("No space left on device"), "{err}");
     let listed = backups.list(&s.session).await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -515,15 +482,7 @@ async fn full_data_disk(big: usize, small_files: usize, failing: &str) {
     }
     let backups = s.backups();
     let claim = s.claim();
-    let m = backups
-        .backup(
-            &s.session,
-            &claim,
-            Arc::new(NoQuiesce),
-            &Progress::default(),
-        )
-        .await
-        .unwrap();
+    let m = s.back_up(&backups, &claim).await.unwrap();
     let before = profile::snapshot(&s.profile_dir());
 
     // The profile (6-7 MiB) and its staged copy do not fit in 10 MiB.

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use vigil::backup::Backups;
+use vigil::archive::Progress;
+use vigil::backup::{BackupError, Backups, Manifest, NoQuiesce};
 use vigil::config::Config;
 use vigil::id::SessionId;
 use vigil::volume::{Profile, ProfileClaim};
@@ -141,6 +142,23 @@ url = "https://app.example.test"
 
     pub fn claim(&self) -> ProfileClaim {
         self.profile().claim().unwrap()
+    }
+
+    /// `vigil backup` of this setup's session through `backups`, with
+    /// nothing to quiesce.
+    pub async fn back_up(
+        &self,
+        backups: &Backups,
+        claim: &ProfileClaim,
+    ) -> Result<Manifest, BackupError> {
+        backups
+            .backup(
+                &self.session,
+                claim,
+                Arc::new(NoQuiesce),
+                &Progress::default(),
+            )
+            .await
     }
 
     /// The `vigil` binary with this setup's config and S3 credentials.
