@@ -8,7 +8,7 @@
 #[allow(dead_code)]
 mod plugins;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,8 +139,9 @@ fn main() {
     );
 }
 
-/// The same swaps with no watcher: `reload_now` right after the rename.
-fn direct_reloads(cache: Option<&Path>) -> Stats {
+/// A policy folder whose keepalive policy serves `plugin.wasm`, installed
+/// from the first of two plugin builds to swap between, and a runtime on it.
+fn swap_setup(cache: Option<&Path>) -> (tempfile::TempDir, [PathBuf; 2], PolicyRuntime) {
     let dir = tempfile::tempdir().unwrap();
     let variants = [
         plugins::plugin("activity"),
@@ -155,6 +156,12 @@ fn direct_reloads(cache: Option<&Path>) -> Stats {
     let mut options = RuntimeOptions::new(PolicySource::Directory(dir.path().to_path_buf()));
     options.cache_dir = cache.map(Path::to_path_buf);
     let runtime = PolicyRuntime::new(options).unwrap();
+    (dir, variants, runtime)
+}
+
+/// The same swaps with no watcher: `reload_now` right after the rename.
+fn direct_reloads(cache: Option<&Path>) -> Stats {
+    let (dir, variants, runtime) = swap_setup(cache);
     let samples = (1..=RELOADS)
         .map(|i| {
             install(&variants[i % 2], &dir.path().join("plugin.wasm"));
@@ -170,20 +177,7 @@ fn direct_reloads(cache: Option<&Path>) -> Stats {
 /// Swaps the plugin behind a policy between two builds, and times each
 /// swap from the rename to the first call served by the new sha256.
 async fn reloads(cache: Option<&Path>) -> Stats {
-    let dir = tempfile::tempdir().unwrap();
-    let variants = [
-        plugins::plugin("activity"),
-        plugins::test_plugin("misbehave"),
-    ];
-    install(&variants[0], &dir.path().join("plugin.wasm"));
-    std::fs::write(
-        dir.path().join("keep.toml"),
-        "role = \"keepalive\"\nplugin = \"plugin.wasm\"\n",
-    )
-    .unwrap();
-    let mut options = RuntimeOptions::new(PolicySource::Directory(dir.path().to_path_buf()));
-    options.cache_dir = cache.map(Path::to_path_buf);
-    let runtime = PolicyRuntime::new(options).unwrap();
+    let (dir, variants, runtime) = swap_setup(cache);
     let watcher = runtime.watch().unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let facts = Facts::new(SessionId::new("main").unwrap(), SessionState::Connected);
