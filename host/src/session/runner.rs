@@ -332,14 +332,9 @@ impl Runner {
         &mut self,
         backup: Option<BackupId>,
     ) -> Result<RestoreReport, SessionError> {
-        self.ensure_claim()
-            .await
-            .map_err(|_| SessionError::NotNow {
-                session: self.spec.id.clone(),
-                what: "restore",
-                state: self.lifeline.state(),
-                why: "the profile is claimed by another Vigil process",
-            })?;
+        self.ensure_claim().await.map_err(|_| {
+            self.not_now("restore", "the profile is claimed by another Vigil process")
+        })?;
         let claim = self.claim.clone().expect("claimed above");
         let started = Instant::now();
         let progress = Progress::default();
@@ -781,27 +776,19 @@ impl Runner {
     /// while the upload finishes. Returns the phase to go to when the
     /// relaunch did not lead back to watching.
     async fn backup(&mut self, reason: &str) -> (Option<Phase>, Result<Manifest, SessionError>) {
-        let state = self.lifeline.state();
-        if state == SessionState::NeedsLogin {
+        if self.lifeline.state() == SessionState::NeedsLogin {
             return (
                 None,
-                Err(SessionError::NotNow {
-                    session: self.spec.id.clone(),
-                    what: "back up",
-                    state,
-                    why: "the page asks for a login; such a profile would hide the last logged-in backup",
-                }),
+                Err(self.not_now(
+                    "back up",
+                    "the page asks for a login; such a profile would hide the last logged-in backup",
+                )),
             );
         }
         let Some(claim) = self.claim.clone() else {
             return (
                 None,
-                Err(SessionError::NotNow {
-                    session: self.spec.id.clone(),
-                    what: "back up",
-                    state,
-                    why: "the profile is not claimed by this host",
-                }),
+                Err(self.not_now("back up", "the profile is not claimed by this host")),
             );
         };
         let quiesce = self.spec.backup_mode == BackupMode::Quiesce && self.browser.is_some();
@@ -969,13 +956,18 @@ impl Runner {
         self.commands.close();
     }
 
-    fn no_browser(&self, what: &'static str) -> SessionError {
+    /// The session cannot `what` in its current state, because `why`.
+    fn not_now(&self, what: &'static str, why: &'static str) -> SessionError {
         SessionError::NotNow {
             session: self.spec.id.clone(),
             what,
             state: self.lifeline.state(),
-            why: "no browser is running",
+            why,
         }
+    }
+
+    fn no_browser(&self, what: &'static str) -> SessionError {
+        self.not_now(what, "no browser is running")
     }
 
     fn fail(&mut self, reason: String) -> Phase {
