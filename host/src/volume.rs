@@ -475,14 +475,21 @@ impl ProfileClaim {
     }
 }
 
+/// The entries of `folder`, or `None` when it does not exist.
+fn list_if_present(folder: &Path) -> Result<Option<fs::ReadDir>, VolumeError> {
+    match fs::read_dir(folder) {
+        Ok(entries) => Ok(Some(entries)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(folder, "list")(e)),
+    }
+}
+
 /// Removes `Singleton*` at the top of `dir` and under `Default/`.
 fn remove_singletons(dir: &Path) -> Result<Vec<PathBuf>, VolumeError> {
     let mut removed = Vec::new();
     for folder in [dir.to_path_buf(), dir.join("Default")] {
-        let entries = match fs::read_dir(&folder) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&folder, "list")(e)),
+        let Some(entries) = list_if_present(&folder)? else {
+            continue;
         };
         for entry in entries {
             let entry = entry.map_err(io_err(&folder, "list"))?;
@@ -629,11 +636,9 @@ fn tree_size(dir: &Path) -> Result<(u64, u64), VolumeError> {
     let mut files = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(folder) = stack.pop() {
-        let entries = match fs::read_dir(&folder) {
-            Ok(e) => e,
-            // A browser may delete files while we walk; that is not an error.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&folder, "list")(e)),
+        // A browser may delete files while we walk; that is not an error.
+        let Some(entries) = list_if_present(&folder)? else {
+            continue;
         };
         for entry in entries {
             let entry = entry.map_err(io_err(&folder, "list"))?;
