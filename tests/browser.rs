@@ -212,7 +212,7 @@ async fn a_logged_out_device_shows_the_login_screen_again() {
 async fn connected_with_idle_limit(
     name: &str,
 ) -> (
-    vigil::fixture::Fixture,
+    vigil_fixture::Fixture,
     fixture::FixtureClient,
     TestProfile,
     Browser,

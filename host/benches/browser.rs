@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use vigil::browser::{
     Action, Browser, BrowserSettings, PageState, Probe, process_tree, process_tree_memory,
 };
-use vigil::fixture::{Fixture, FixtureOptions};
 use vigil::id::SessionId;
+use vigil_fixture::{Fixture, FixtureOptions};
 
 const MIB: f64 = 1024.0 * 1024.0;
 

@@ -30,7 +30,6 @@ pub mod archive;
 pub mod backup;
 pub mod browser;
 pub mod config;
-pub mod fixture;
 pub mod id;
 pub mod policy;
 pub mod schedule;

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vigil::config::Config;
-use vigil::fixture::{Fixture, FixtureOptions};
 use vigil::id::SessionId;
 use vigil::session::{SessionClient, SessionState, SessionStatus};
 use vigil::supervisor::Supervisor;
+use vigil_fixture::{Fixture, FixtureOptions};
 
 use super::fixture::FixtureClient;
 use super::plugins;
