@@ -401,7 +401,7 @@ async fn measure(
         wait_connected(&browser).await?;
         let reports = |f: &Fixture| f.report().device(device).map_or(0, |d| d.activity_reports);
         let before = reports(fixture);
-        browser.act(&Action::MouseMove).await?;
+        browser.act(&Action::MouseMove { x: 200, y: 200 }).await?;
         let deadline = Instant::now() + Duration::from_secs(5);
         while reports(fixture) == before {
             anyhow::ensure!(Instant::now() < deadline, "input did not reach the app");

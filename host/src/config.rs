@@ -48,6 +48,9 @@ pub struct Config {
     pub backup: BackupConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// `[journal]`: the decision journal in `data_dir/journal`.
+    #[serde(default)]
+    pub journal: crate::journal::JournalConfig,
     /// `[browser]`: how Chromium is started, shared by every session.
     #[serde(default)]
     pub browser: crate::browser::BrowserSettings,

@@ -6,6 +6,8 @@
 //! A map of the crate, in the order a newcomer should read it:
 //!
 //! - [`id`]: identifiers shared by every layer ([`id::SessionId`]).
+//! - [`action`]: what a keepalive may ask for: the one action type from a
+//!   policy's accepted answer to the browser.
 //! - [`config`]: `vigil.toml` -> typed config, errors with file:line:col.
 //! - [`volume`]: one profile directory: inventory, locks, atomic replace.
 //! - [`archive`]: profile <-> tar.gz stream, checksums.
@@ -25,12 +27,15 @@
 //! never import `session` or `supervisor`, and nothing here knows a web app
 //! by name.
 
+pub mod action;
 pub mod api;
 pub mod archive;
 pub mod backup;
 pub mod browser;
 pub mod config;
+pub mod fields;
 pub mod id;
+pub mod journal;
 pub mod policy;
 pub mod schedule;
 pub mod session;
