@@ -79,6 +79,14 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            message,
+        )
+    }
+
     pub fn session_not_found(id: &str, known: &[&SessionId]) -> Self {
         let known: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
         Self::new(

@@ -89,14 +89,14 @@ fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Ok(bytes)
 }
 
-/// Where a session's journal lives in `data_dir`.
-pub fn path(data_dir: &Path, session: &SessionId) -> PathBuf {
-    dir(data_dir).join(format!("{session}.jsonl"))
-}
-
-/// The folder of every session's journal.
+/// The folder of every session's journal in `data_dir`.
 pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("journal")
+}
+
+/// Where a session's current journal file is in the journal folder `dir`.
+pub fn path(dir: &Path, session: &SessionId) -> PathBuf {
+    dir.join(format!("{session}.jsonl"))
 }
 
 /// Why a journal cannot be opened or read.

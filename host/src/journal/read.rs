@@ -25,8 +25,9 @@ pub enum Since {
 }
 
 impl Since {
-    /// The earliest call clock (ms since the Unix epoch) to keep.
-    fn earliest_ms(self, now: SystemTime) -> u64 {
+    /// The call clock (ms since the Unix epoch) this points at, `now`
+    /// being the time `Ago` counts back from.
+    pub fn earliest_ms(self, now: SystemTime) -> u64 {
         match self {
             Since::Start => 0,
             Since::Ago(d) => epoch_ms(now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH)),
@@ -54,10 +55,11 @@ impl FromStr for Since {
     }
 }
 
-/// The files of `session`'s journal, oldest first (those that exist).
-pub(crate) fn files(data_dir: &Path, session: &SessionId) -> Vec<PathBuf> {
-    let current = path(data_dir, session);
-    let mut older: Vec<(u32, PathBuf)> = std::fs::read_dir(super::dir(data_dir))
+/// The files of `session`'s journal in the journal folder `dir`, oldest
+/// first (those that exist).
+pub(crate) fn files(dir: &Path, session: &SessionId) -> Vec<PathBuf> {
+    let current = path(dir, session);
+    let mut older: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
@@ -78,21 +80,17 @@ pub(crate) fn files(data_dir: &Path, session: &SessionId) -> Vec<PathBuf> {
     files
 }
 
-/// The lines of `session`'s journal in `data_dir` made at `since` or
-/// later, oldest first, as written (JSON). A line that is not a journal
+/// The lines of `session`'s journal in the journal folder `dir` made at
+/// `since` or later, oldest first, as written (JSON). A line that is not a journal
 /// line (the end of a file cut by a crash, say) is skipped.
-pub fn read(
-    data_dir: &Path,
-    session: &SessionId,
-    since: Since,
-) -> Result<Vec<String>, JournalError> {
+pub fn read(dir: &Path, session: &SessionId, since: Since) -> Result<Vec<String>, JournalError> {
     #[derive(Deserialize)]
     struct Clock {
         clock_ms: u64,
     }
     let from = since.earliest_ms(SystemTime::now());
     let mut lines = Vec::new();
-    for file in files(data_dir, session) {
+    for file in files(dir, session) {
         let text = match std::fs::read_to_string(&file) {
             Ok(text) => text,
             // Rotated away between listing and reading.

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use serde::Serialize;
 
-use super::{JournalConfig, JournalError, line};
+use super::{JournalConfig, JournalError, Since, line};
 use crate::id::SessionId;
 use crate::policy::{Decision, Role};
 
@@ -21,6 +21,9 @@ use crate::policy::{Decision, Role};
 /// last clone dropped) lets the writer finish the queue and stop.
 #[derive(Clone)]
 pub struct Journal {
+    /// The journal folder (`data_dir/journal`), read even when writing is
+    /// off: what earlier runs wrote stays readable.
+    dir: PathBuf,
     inner: Option<Arc<Inner>>,
 }
 
@@ -59,7 +62,10 @@ impl Journal {
     /// Starts the writer for journals in `dir` (created if missing).
     pub fn open(dir: &Path, config: &JournalConfig) -> Result<Self, JournalError> {
         if !config.enabled {
-            return Ok(Self::disabled());
+            return Ok(Journal {
+                dir: dir.to_path_buf(),
+                inner: None,
+            });
         }
         fs::create_dir_all(dir).map_err(|source| JournalError::Io {
             path: dir.to_path_buf(),
@@ -86,6 +92,7 @@ impl Journal {
                 source,
             })?;
         Ok(Journal {
+            dir: dir.to_path_buf(),
             inner: Some(Arc::new(Inner {
                 queue,
                 stats,
@@ -94,9 +101,21 @@ impl Journal {
         })
     }
 
-    /// A journal that writes nothing (`[journal] enabled = false`).
+    /// A journal that writes and reads nothing (tests, benchmarks).
     pub fn disabled() -> Self {
-        Journal { inner: None }
+        Journal {
+            dir: PathBuf::new(),
+            inner: None,
+        }
+    }
+
+    /// The lines of `session`'s journal made at `since` or later (see
+    /// [`read`](super::read)).
+    pub fn lines(&self, session: &SessionId, since: Since) -> Result<Vec<String>, JournalError> {
+        if self.dir.as_os_str().is_empty() {
+            return Ok(Vec::new());
+        }
+        super::read(&self.dir, session, since)
     }
 
     pub fn is_enabled(&self) -> bool {

@@ -34,6 +34,25 @@ pub fn quote(text: &str) -> String {
     }
 }
 
+/// At most [`QUOTE_CHARS`] characters of `text` (a plugin's own words, a
+/// panic message), control characters escaped, with the full size said
+/// when it was cut.
+pub fn excerpt(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == QUOTE_CHARS {
+            out.push_str(&format!("… ({} bytes in all)", text.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub(super) fn cut(mut reason: String) -> String {
     if reason.len() > MAX_REASON_BYTES {
         let mut end = MAX_REASON_BYTES;
@@ -153,6 +172,8 @@ mod tests {
         assert!(reason.contains(&"k".repeat(QUOTE_CHARS)), "{reason}");
         assert!(reason.ends_with("(8388608 bytes in all)"), "{reason}");
         assert_eq!(quote("Sh\"ift"), r#""Sh\"ift""#);
+        assert_eq!(excerpt("a\nb"), "a\\nb");
+        assert!(excerpt(&"x".repeat(1000)).ends_with("… (1000 bytes in all)"));
     }
 
     #[test]

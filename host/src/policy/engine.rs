@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
-use super::answer::quote;
+use super::answer::excerpt;
 use super::error::PolicyError;
 use super::file::{Limits, MAX_MEMORY_BYTES};
 use super::memory::KvMemory;
@@ -194,7 +194,7 @@ impl PolicyEngine {
 /// What happened, in words: the guest's panic message when it printed
 /// one, the trap's own name ("stack overflow"), or the error's root cause;
 /// never wasmtime's "error while executing at wasm backtrace:" heading.
-/// Quoted to about 200 characters: a guest chooses its panic message.
+/// Cut to about 200 characters: a guest chooses its panic message.
 fn trap_cause(error: &wasmtime::Error, output: &str) -> String {
     if let Some(at) = output.find("panicked at") {
         let panic: Vec<&str> = output[at..]
@@ -203,15 +203,15 @@ fn trap_cause(error: &wasmtime::Error, output: &str) -> String {
             .filter(|l| !l.is_empty() && !l.starts_with("note:"))
             .take(2)
             .collect();
-        return quote(&panic.join(" "));
+        return excerpt(&panic.join(" "));
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::StackOverflow) => "stack overflow".to_string(),
         Some(Trap::UnreachableCodeReached) => {
             "unreachable code reached (a wasm `unreachable`, as after an abort)".to_string()
         }
-        Some(trap) => quote(&trap.to_string()),
-        None => quote(&error.root_cause().to_string()),
+        Some(trap) => excerpt(&trap.to_string()),
+        None => excerpt(&error.root_cause().to_string()),
     }
 }
 
