@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 
 use super::{Phase, Runner};
 use crate::archive::Progress;
+use crate::backup::BackupMode;
 use crate::backup::{HookFuture, Manifest, Quiesce};
-use crate::config::BackupMode;
 use crate::id::SessionId;
 use crate::session::status::BackupSummary;
 use crate::session::{SessionError, SessionEvent, SessionState};
