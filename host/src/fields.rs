@@ -206,6 +206,19 @@ pub fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::E
     Ok(p.map(|p| resolve(&p)))
 }
 
+/// `Deserialize` for a type read from a string with its `FromStr`, whose
+/// error becomes the message (with the value's line and column).
+pub fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
 /// A web address Vigil opens or posts to (`http` or `https`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct AppUrl(url::Url);
@@ -244,9 +257,7 @@ impl fmt::Display for AppUrl {
 
 impl<'de> Deserialize<'de> for AppUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        parsed(d)
     }
 }
 

@@ -814,9 +814,7 @@ impl fmt::Display for ProfilePath {
 
 impl<'de> Deserialize<'de> for ProfilePath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        crate::fields::parsed(d)
     }
 }
 

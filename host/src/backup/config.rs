@@ -228,9 +228,7 @@ impl fmt::Debug for CronSchedule {
 
 impl<'de> Deserialize<'de> for CronSchedule {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        crate::fields::parsed(d)
     }
 }
 
@@ -312,9 +310,7 @@ impl fmt::Debug for AgeRecipient {
 
 impl<'de> Deserialize<'de> for AgeRecipient {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        crate::fields::parsed(d)
     }
 }
 
