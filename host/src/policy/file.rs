@@ -170,16 +170,13 @@ impl PolicyFile {
         let raw: RawPolicyFile = toml::from_str(text)
             .map_err(|e| at(e.span().unwrap_or(0..0), e.message().trim_end().to_string()))?;
 
-        let role = match raw.role.get_ref().as_str() {
-            "keepalive" => Role::Keepalive,
-            "watchdog" => Role::Watchdog,
-            "restore" => Role::Restore,
-            other => {
-                return Err(at(
-                    raw.role.span(),
-                    format!("role {other:?} is not one of keepalive, watchdog, restore"),
-                ));
-            }
+        let named = raw.role.get_ref().as_str();
+        let Some(role) = Role::ALL.into_iter().find(|r| r.as_str() == named) else {
+            let known: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+            return Err(at(
+                raw.role.span(),
+                format!("role {named:?} is not one of {}", known.join(", ")),
+            ));
         };
 
         let plugin = raw.plugin.get_ref().clone();
