@@ -286,9 +286,18 @@ async fn the_quick_start_runs_as_written() {
                     line["role"].as_str().unwrap_or_default().to_string()
                 })
                 .collect();
+            // Where the profile came from first; then, as they come, the
+            // keepalive's and the watchdog's calls.
+            assert_eq!(
+                roles.first().map(String::as_str),
+                Some("restore"),
+                "{roles:?}"
+            );
             assert!(
-                roles.iter().any(|r| r == "restore") && roles.iter().any(|r| r == "keepalive"),
-                "the first minute's decisions: {roles:?}"
+                roles
+                    .iter()
+                    .all(|r| ["restore", "keepalive", "watchdog"].contains(&r.as_str())),
+                "{roles:?}"
             );
         } else if command.contains(" restart ") {
             let pairings = fixture_state().await["pairings"].clone();

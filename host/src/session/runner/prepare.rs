@@ -290,3 +290,165 @@ impl Runner {
         (self.relaunch(reason).await, result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+
+    use super::*;
+    use crate::backup::{Backups, NoQuiesce};
+    use crate::config::Config;
+    use crate::journal::{self, Journal, JournalConfig, Since};
+    use crate::policy::{PolicyRuntime, PolicySource, RuntimeOptions};
+    use crate::session::{SessionDeps, SessionSpec};
+    use crate::volume::Profile;
+
+    /// A runner for session `main` of a host in `root`: a `file://` store
+    /// there, no policy file (the built-in defaults decide), no browser
+    /// (prepare never launches one: it says to). The senders keep the
+    /// runner's shutdown and command channels open.
+    struct Host {
+        runner: Runner,
+        backups: Arc<Backups>,
+        journal: Journal,
+        spec: SessionSpec,
+        _stop: watch::Sender<bool>,
+        _commands: mpsc::Sender<crate::session::Command>,
+    }
+
+    fn host(root: &Path) -> Host {
+        std::fs::create_dir_all(root.join("policies")).unwrap();
+        let config = Config::parse(
+            "data_dir = \"data\"\n[backup]\nstore = \"file://backups\"\n[policy]\ndir = \"policies\"\n[[session]]\nid = \"main\"\nurl = \"http://127.0.0.1:9/\"\n",
+            &root.join("vigil.toml"),
+            root,
+        )
+        .unwrap();
+        let spec = SessionSpec::from_config(&config, &config.sessions[0]);
+        let policies = PolicyRuntime::new(RuntimeOptions::new(PolicySource::Directory(
+            config.policy.dir.clone(),
+        )))
+        .unwrap();
+        let backups = Arc::new(Backups::open(&config.backup).unwrap());
+        let journal =
+            Journal::open(&journal::dir(&config.data_dir), &JournalConfig::default()).unwrap();
+        let deps = SessionDeps {
+            policies: Arc::new(policies),
+            journal: journal.clone(),
+            backups: Arc::clone(&backups),
+            launches: Arc::new(Semaphore::new(1)),
+            events: broadcast::channel(16).0,
+        };
+        let (stop, shutdown) = watch::channel(false);
+        let (commands_tx, commands) = mpsc::channel(1);
+        let (runner, _) = Runner::new(spec.clone(), deps, shutdown, commands);
+        Host {
+            runner,
+            backups,
+            journal,
+            spec,
+            _stop: stop,
+            _commands: commands_tx,
+        }
+    }
+
+    /// A profile that holds a login: both critical folders, not empty.
+    fn logged_in_profile(dir: &Path) {
+        for (folder, file) in [
+            ("Default/IndexedDB/app.leveldb", "000003.log"),
+            ("Default/Local Storage/leveldb", "000005.ldb"),
+        ] {
+            std::fs::create_dir_all(dir.join(folder)).unwrap();
+            std::fs::write(dir.join(folder).join(file), b"a login").unwrap();
+        }
+    }
+
+    fn launch_reason(phase: Phase) -> String {
+        match phase {
+            Phase::Launch(reason) => reason,
+            other => panic!("expected a launch, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_on_disk_and_no_backup_starts_fresh_and_the_decision_is_journaled() {
+        let root = tempfile::tempdir().unwrap();
+        let mut host = host(root.path());
+        let reason = launch_reason(host.runner.prepare().await);
+        assert!(
+            reason.starts_with("fresh profile: there is no profile on disk"),
+            "{reason}"
+        );
+        let status = host.runner.record.status(&host.spec, None, Instant::now());
+        assert_eq!(status.counters.restores_fresh, 1);
+        assert_eq!(
+            status.last_decision.unwrap().role,
+            crate::policy::Role::Restore
+        );
+
+        host.journal.close();
+        let lines = host.journal.lines(&host.spec.id, Since::Start).unwrap();
+        let [line] = &lines[..] else {
+            panic!("one decision: {lines:?}")
+        };
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(line["role"], "restore");
+        assert_eq!(line["input"]["inventory"]["exists"], false);
+        assert_eq!(line["answer"]["kind"], "start-fresh");
+        assert_eq!(line["served_by"]["kind"], "built-in");
+    }
+
+    #[tokio::test]
+    async fn a_lost_profile_comes_back_from_its_backup_and_a_whole_one_is_used_as_it_is() {
+        let root = tempfile::tempdir().unwrap();
+        let mut host = host(root.path());
+        let dir = host.spec.profile_dir.clone();
+        logged_in_profile(&dir);
+        let backup = {
+            let claim = Profile::new(dir.clone(), host.spec.critical.clone())
+                .claim()
+                .unwrap();
+            host.backups
+                .backup(
+                    &host.spec.id,
+                    &claim,
+                    Arc::new(NoQuiesce),
+                    &Progress::default(),
+                )
+                .await
+                .unwrap()
+        };
+
+        // A whole profile on disk: used as it is.
+        let reason = launch_reason(host.runner.prepare().await);
+        assert!(reason.starts_with("profile on disk: "), "{reason}");
+
+        // The disk is lost: the newest good backup comes back.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let reason = launch_reason(host.runner.prepare().await);
+        assert_eq!(reason, format!("restored backup {}", backup.id));
+        assert_eq!(
+            std::fs::read(dir.join("Default/IndexedDB/app.leveldb/000003.log")).unwrap(),
+            b"a login"
+        );
+        let status = host.runner.record.status(&host.spec, None, Instant::now());
+        assert_eq!(
+            (
+                status.counters.restores_from_disk,
+                status.counters.restores_from_backup
+            ),
+            (1, 1)
+        );
+        assert!(
+            status
+                .history
+                .iter()
+                .any(|t| t.to == SessionState::Restoring && t.reason.contains("restoring backup")),
+            "{:?}",
+            status.history
+        );
+    }
+}
