@@ -22,8 +22,15 @@ use vigil::policy::{
 };
 
 fn runtime_for(file: &Path) -> PolicyRuntime {
+    runtime_on(file, Arc::new(FakeClock::new(START_MS)))
+}
+
+/// A runtime for one policy file, on `clock`.
+fn runtime_on(file: &Path, clock: Arc<FakeClock>) -> PolicyRuntime {
     let runtime = PolicyRuntime::new(
-        RuntimeOptions::new(PolicySource::File(file.to_path_buf())).cache_dir(compile_cache()),
+        RuntimeOptions::new(PolicySource::File(file.to_path_buf()))
+            .cache_dir(compile_cache())
+            .clock(clock),
     )
     .expect("runtime starts");
     assert!(
@@ -207,12 +214,7 @@ fn a_slice_of_a_journal_becomes_a_scenario_the_policy_passes() {
     assert_eq!(scenario.role, Role::Watchdog);
     assert_eq!(scenario.start_ms, START_MS + 20_000);
     let clock = Arc::new(FakeClock::new(scenario.start_ms));
-    let runtime = PolicyRuntime::new(
-        RuntimeOptions::new(PolicySource::File(watchdog))
-            .cache_dir(compile_cache())
-            .clock(clock.clone()),
-    )
-    .unwrap();
+    let runtime = runtime_on(&watchdog, clock.clone());
     let report = scenario::run(&runtime, &clock, &scenario).unwrap();
     assert!(report.passed, "{}\n{text}", report.render());
     assert_eq!(
@@ -228,12 +230,7 @@ fn a_slice_of_a_journal_becomes_a_scenario_the_policy_passes() {
     // (and, its memory going its own way, the later ones follow).
     let other = tempfile::tempdir().unwrap();
     let quicker = heartbeat_policy(other.path(), "quicker.toml", 5_000);
-    let runtime = PolicyRuntime::new(
-        RuntimeOptions::new(PolicySource::File(quicker))
-            .cache_dir(compile_cache())
-            .clock(clock.clone()),
-    )
-    .unwrap();
+    let runtime = runtime_on(&quicker, clock.clone());
     let report = scenario::run(&runtime, &clock, &scenario).unwrap();
     assert!(!report.passed);
     assert!(

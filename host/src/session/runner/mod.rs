@@ -318,7 +318,8 @@ impl Runner {
         self.deps
             .journal
             .record(&self.spec.id, R::ROLE, &input, &decision);
-        let summary = R::describe(&decision.value);
+        // A policy's own words (a reason, a script) are cut for the status.
+        let summary = crate::policy::answer::excerpt(&R::describe(&decision.value));
         tracing::debug!(session = %self.spec.id, role = %R::ROLE, decision = %summary, served_by = %decision.served_by, "policy decision");
         self.record.decided(
             R::ROLE,
