@@ -11,7 +11,7 @@ use common::chromium::{
     TestProfile, assert_stays, browser_slot, launch, session, settings, wait_for_state,
 };
 use common::fixture;
-use vigil::browser::{Action, Browser, BrowserError, BrowserGone, Key, PageState, Probe};
+use vigil::browser::{Action, Browser, BrowserError, BrowserGone, PageState, Probe};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -43,7 +43,9 @@ fn whatsapp_probe() -> Probe {
 
 async fn run_script(browser: &Browser, script: &str) -> String {
     browser
-        .act(&Action::RunScript(script.into()))
+        .act(&Action::RunScript {
+            script: script.into(),
+        })
         .await
         .unwrap_or_else(|e| panic!("{script}: {e}"))
 }
@@ -173,7 +175,7 @@ async fn a_dropped_connection_stays_disconnected_until_a_reload() {
     .await;
     assert!(!app.report().await.device(&device).unwrap().connected);
 
-    browser.act(&Action::Reload).await.unwrap();
+    browser.act(&Action::ReloadPage).await.unwrap();
     wait_for_state(&browser, "connected", SETTLE).await;
     let report = app.report().await;
     assert_eq!(report.pairings, 1);
@@ -202,7 +204,7 @@ async fn a_logged_out_device_shows_the_login_screen_again() {
         "the page forgot its credential"
     );
     // And a reload does not bring the old device back.
-    browser.act(&Action::Reload).await.unwrap();
+    browser.act(&Action::ReloadPage).await.unwrap();
     wait_for_state(&browser, "needs-login", SETTLE).await;
     assert!(app.report().await.device(&device).unwrap().revoked);
     browser.close().await;
@@ -212,7 +214,7 @@ async fn a_logged_out_device_shows_the_login_screen_again() {
 async fn connected_with_idle_limit(
     name: &str,
 ) -> (
-    vigil::fixture::Fixture,
+    vigil_fixture::Fixture,
     fixture::FixtureClient,
     TestProfile,
     Browser,
@@ -239,18 +241,24 @@ async fn without_input_the_page_goes_idle() {
     assert_eq!(d.activity_reports, 0);
 
     // Input brings it back, as a person returning would.
-    browser.act(&Action::MouseMove).await.unwrap();
+    browser
+        .act(&Action::MouseMove { x: 300, y: 200 })
+        .await
+        .unwrap();
     wait_for_state(&browser, "connected", Duration::from_secs(5)).await;
     browser.close().await;
 }
 
-/// Runs `action` every second for 8 s (well past the 3 s idle limit) and
-/// checks the page never went idle.
-async fn input_keeps_the_page_active(name: &str, action: Action) {
+/// Runs the `n`th action every second for 8 s (well past the 3 s idle
+/// limit) and checks the page never went idle.
+async fn input_keeps_the_page_active(name: &str, action: impl Fn(u32) -> Action) {
     let _slot = browser_slot().await;
     let (_fx, app, _profile, browser, device) = connected_with_idle_limit(name).await;
     let until = Instant::now() + Duration::from_secs(8);
+    let mut n = 0;
     while Instant::now() < until {
+        let action = action(n);
+        n += 1;
         browser.act(&action).await.unwrap();
         let outcome = browser
             .probe(&common::chromium::state_probe())
@@ -270,12 +278,21 @@ async fn input_keeps_the_page_active(name: &str, action: Action) {
 
 #[tokio::test]
 async fn mouse_moves_keep_the_page_from_going_idle() {
-    input_keeps_the_page_active("mouse", Action::MouseMove).await;
+    // Each move to a new point, as the activity policy's jiggle does: a
+    // move to where the pointer already is fires no event.
+    input_keeps_the_page_active("mouse", |n| Action::MouseMove {
+        x: 200 + 7 * (n % 2),
+        y: 200 + 7 * (n % 2),
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn key_presses_keep_the_page_from_going_idle() {
-    input_keeps_the_page_active("keys", Action::KeyPress(Key::Shift)).await;
+    input_keeps_the_page_active("keys", |_| Action::KeyPress {
+        key: "Shift".into(),
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -309,7 +326,12 @@ async fn focus_presence_wake_lock_and_scripts_work_in_the_page() {
         (outcome.state, outcome.detail.as_str()),
         (PageState::Other, "starting")
     );
-    match browser.act(&Action::RunScript("nope.nope".into())).await {
+    match browser
+        .act(&Action::RunScript {
+            script: "nope.nope".into(),
+        })
+        .await
+    {
         Err(BrowserError::Script { message, .. }) => {
             assert!(message.contains("nope is not defined"), "{message}")
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::fixture::{self, FixtureClient, wait_until};
 use serde_json::{Value, json};
-use vigil::fixture::{Fixture, FixtureError, FixtureOptions};
+use vigil_fixture::{Fixture, FixtureError, FixtureOptions};
 
 /// One page's live connection, read as a stream of server-sent events.
 struct Events {

@@ -271,6 +271,72 @@ fn a_panic_and_a_garbage_answer_fall_back_and_are_counted() {
     assert_eq!((c.traps, c.invalid_answers, c.fallbacks), (1, 1, 2));
 }
 
+/// What an operator reads in the log, the status and the webhooks when a
+/// plugin fails: what happened, in a few words, never the whole of what
+/// a policy chose to answer.
+#[test]
+fn a_failed_call_says_what_happened_and_quotes_a_huge_answer_in_200_characters() {
+    let p = Policies::new();
+    let wasm = test_plugin("misbehave").display().to_string();
+    for mode in ["panic", "recurse", "hog", "long-key"] {
+        p.keepalive(
+            &format!("{mode}.toml"),
+            &wasm,
+            &format!(
+                "sessions = [\"bad-{mode}\"]\n[limits]\ntimeout = \"5s\"\nmemory = \"16MiB\"\n[config]\nmode = \"{mode}\""
+            ),
+        );
+    }
+    let runtime = p.runtime();
+    let cause = |session: &str| match runtime.keepalive_blocking(&connected(session)).served_by {
+        ServedBy::Fallback { cause, .. } => cause,
+        other => panic!("{session}: the plugin answered: {other:?}"),
+    };
+
+    let FallbackCause::Trap { message } = cause("bad-panic") else {
+        panic!("a panic is a trap")
+    };
+    assert!(
+        message.starts_with("panicked at ") && message.ends_with("misbehave was asked to panic"),
+        "{message}"
+    );
+    assert!(!message.contains("backtrace"), "{message}");
+
+    assert_eq!(
+        cause("bad-recurse"),
+        FallbackCause::Trap {
+            message: "stack overflow".into()
+        }
+    );
+
+    let hog = cause("bad-hog");
+    assert_eq!(hog.to_string(), "memory cap of 16 MiB");
+
+    let long = cause("bad-long-key");
+    let FallbackCause::InvalidAnswer { reason } = &long else {
+        panic!("an 8 MiB key name is an invalid answer: {long:?}")
+    };
+    assert!(reason.len() < 300, "{} bytes: {reason:.400}", reason.len());
+    assert!(reason.ends_with("(8388608 bytes in all)"), "{reason}");
+    // The status and the webhooks show the served-by text: short too.
+    let shown = ServedBy::Fallback {
+        policy: runtime
+            .binding(&session("bad-long-key"), Role::Keepalive)
+            .policy
+            .unwrap(),
+        cause: long.clone(),
+    }
+    .to_string();
+    assert!(shown.len() < 500, "{} bytes", shown.len());
+
+    let c = runtime.metrics();
+    let c = c.get("misbehave.wasm", Role::Keepalive).unwrap();
+    assert_eq!(
+        (c.traps, c.memory_limit_hits, c.invalid_answers, c.fallbacks),
+        (2, 1, 1, 4)
+    );
+}
+
 #[test]
 fn random_bytes_as_a_plugin_are_refused_with_a_clear_error_and_the_host_keeps_going() {
     let p = Policies::new();

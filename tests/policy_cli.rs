@@ -250,3 +250,133 @@ fn watch_reruns_the_scenario_on_each_change_and_keeps_the_old_version_on_a_broke
     let _ = child.kill();
     let _ = child.wait();
 }
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A session's journal read with `vigil journal`, replayed with `vigil
+/// policy replay` against its own policy and a changed one, and a slice
+/// of it made into a scenario with `vigil policy test --from-journal`.
+#[test]
+fn a_journal_is_printed_replayed_and_made_into_a_scenario_from_the_command_line() {
+    let root = tempfile::tempdir().unwrap();
+    let policies = root.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let watchdog = common::journal::heartbeat_policy(&policies, "watchdog.toml", 20_000);
+    common::journal::activity_policy(&policies);
+    let data = root.path().join("data");
+    common::journal::record_outage(&policies, &vigil::journal::dir(&data));
+    let config = root.path().join("vigil.toml");
+    std::fs::write(&config, "data_dir = \"data\"\n").unwrap();
+    let config = config.display().to_string();
+
+    let printed = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "journal",
+            "main",
+            "--config",
+            &config,
+            "--since",
+            "2026-01-01T00:00:30Z",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(printed.status.code(), Some(0), "{}", stderr(&printed));
+    let lines: Vec<serde_json::Value> = stdout(&printed)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "two moments, a watchdog and a keepalive call each"
+    );
+    assert_eq!(lines[0]["at"], "2026-01-01T00:00:30.000Z");
+    let nobody = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["journal", "nobody", "--config", &config])
+        .output()
+        .unwrap();
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(
+        stderr(&nobody).contains("no journal for session nobody"),
+        "{}",
+        stderr(&nobody)
+    );
+
+    let journal = data.join("journal/main.jsonl").display().to_string();
+    let same = vigil(&[
+        "policy",
+        "replay",
+        &journal,
+        "--policy",
+        &watchdog.display().to_string(),
+    ]);
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&same),
+        stderr(&same)
+    );
+    assert!(
+        stdout(&same).contains("replayed 5 watchdog call(s)"),
+        "{}",
+        stdout(&same)
+    );
+    assert!(stdout(&same).contains(": 0 differ"), "{}", stdout(&same));
+
+    let quicker = common::journal::heartbeat_policy(root.path(), "quicker.toml", 5_000);
+    let quicker = quicker.display().to_string();
+    let changed = vigil(&["policy", "replay", &journal, "--policy", &quicker]);
+    let out = stdout(&changed);
+    assert_eq!(changed.status.code(), Some(1), "{out}{}", stderr(&changed));
+    assert!(out.starts_with("2026-01-01T00:00:20.000Z main ("), "{out}");
+    assert!(out.contains("  - recorded: degraded ("), "{out}");
+    assert!(out.contains("  + replayed: restart-browser ("), "{out}");
+    assert!(out.contains(": 1 differ"), "{out}");
+    assert!(out.contains("restart_after_ms: 20000 -> 5000"), "{out}");
+    let json = vigil(&["policy", "replay", &journal, "--policy", &quicker, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("a JSON report");
+    assert_eq!(report["replayed"], 5);
+    assert_eq!(
+        report["differences"][0]["replayed"]["kind"],
+        "restart-browser"
+    );
+    let recorded = vigil(&[
+        "policy",
+        "replay",
+        &journal,
+        "--policy",
+        &quicker,
+        "--recorded-config",
+    ]);
+    assert_eq!(recorded.status.code(), Some(0), "{}", stdout(&recorded));
+
+    let scenario = root.path().join("from-journal.toml").display().to_string();
+    let made = vigil(&[
+        "policy",
+        "test",
+        &watchdog.display().to_string(),
+        "--from-journal",
+        &journal,
+        "--out",
+        &scenario,
+        "--role",
+        "watchdog",
+    ]);
+    assert_eq!(
+        made.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&made),
+        stderr(&made)
+    );
+    assert!(
+        stdout(&made).contains("5 passed, 0 failed"),
+        "{}",
+        stdout(&made)
+    );
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    assert!(text.contains("role = \"watchdog\""), "{text}");
+}

@@ -275,6 +275,30 @@ async fn the_quick_start_runs_as_written() {
             // "main: needs-login, then connected".
             status_until(&checkout, &env, command, "connected").await;
             status_line = Some(command.to_string());
+        } else if command.contains(" journal ") {
+            // "every policy decision, one JSON line each".
+            let out = checkout.sh(&env, command).await;
+            let roles: Vec<String> = out
+                .lines()
+                .map(|l| {
+                    let line: serde_json::Value =
+                        serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                    line["role"].as_str().unwrap_or_default().to_string()
+                })
+                .collect();
+            // Where the profile came from first; then, as they come, the
+            // keepalive's and the watchdog's calls.
+            assert_eq!(
+                roles.first().map(String::as_str),
+                Some("restore"),
+                "{roles:?}"
+            );
+            assert!(
+                roles
+                    .iter()
+                    .all(|r| ["restore", "keepalive", "watchdog"].contains(&r.as_str())),
+                "{roles:?}"
+            );
         } else if command.contains(" restart ") {
             let pairings = fixture_state().await["pairings"].clone();
             checkout.sh(&env, command).await;
@@ -296,7 +320,7 @@ async fn the_quick_start_runs_as_written() {
     }
     assert_eq!(
         watched.len(),
-        4,
+        5,
         "every command of the block ran: {watched:?}"
     );
     assert_eq!(fixture_state().await["pairings"], 1);

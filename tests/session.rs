@@ -402,6 +402,68 @@ async fn the_activity_policy_keeps_the_page_from_going_idle() {
     host.stop().await;
 }
 
+/// (f) The activity policy's mouse point is where the page sees the
+/// pointer, and every decision the session asked for is in its journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pointer_goes_where_the_policy_said_and_every_decision_is_journaled() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    host.write_keepalive_with("1s", "[config]\nmouse_x = 321\nmouse_y = 123\n");
+    let device = host.pair_and_connect().await;
+
+    // The policy jiggles between its point and 7 px further.
+    let said = [(321, 123), (328, 130)];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let seen = loop {
+        let report = host.web.report().await;
+        let pointer = report.device(&device).unwrap().last_pointer;
+        if pointer.is_some_and(|p| said.contains(&p)) {
+            break pointer.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page saw the pointer at {pointer:?}, not at {said:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(said.contains(&seen));
+    host.stop().await;
+
+    let journal = host.journal();
+    let role = |r: &'static str| journal.iter().filter(move |l| l["role"] == r);
+    let first = &journal[0];
+    assert_eq!(first["role"], "restore", "the restore decision comes first");
+    assert_eq!(first["input"]["inventory"]["exists"], false);
+    assert_eq!(first["answer"]["kind"], "start-fresh");
+    assert!(role("watchdog").count() >= 1);
+    let moves: Vec<(u64, u64)> = role("keepalive")
+        .filter_map(|l| {
+            let first = &l["answer"][0];
+            (first["kind"] == "mouse-move")
+                .then(|| (first["x"].as_u64().unwrap(), first["y"].as_u64().unwrap()))
+        })
+        .collect();
+    assert!(!moves.is_empty(), "{journal:?}");
+    assert!(
+        moves
+            .iter()
+            .all(|(x, y)| said.contains(&(*x as i64, *y as i64))),
+        "{moves:?}"
+    );
+    let keepalive = role("keepalive").next().unwrap();
+    assert!(
+        keepalive["served_by"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("keepalive.toml"),
+        "{keepalive}"
+    );
+    assert_eq!(keepalive["config"]["mouse_x"], 321);
+    // The policy counts its ticks in its memory; the journal shows it.
+    assert!(keepalive["memory_after"]["tick"].is_string(), "{keepalive}");
+}
+
 /// (f) Without a keepalive call in time, the app marks the page idle and
 /// the session shows degraded with the page's word for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::os::unix::fs::symlink;
 use std::process::{Child, Command};
 
 use common::profile;
-use vigil::config::ProfilePath;
+use vigil::volume::ProfilePath;
 use vigil::volume::{LockState, Presence, Profile, StaleReason, VolumeError, hostname};
 
 fn critical() -> Vec<ProfilePath> {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use vigil::browser::{
     Action, Browser, BrowserSettings, PageState, Probe, process_tree, process_tree_memory,
 };
-use vigil::fixture::{Fixture, FixtureOptions};
 use vigil::id::SessionId;
+use vigil_fixture::{Fixture, FixtureOptions};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -401,7 +401,7 @@ async fn measure(
         wait_connected(&browser).await?;
         let reports = |f: &Fixture| f.report().device(device).map_or(0, |d| d.activity_reports);
         let before = reports(fixture);
-        browser.act(&Action::MouseMove).await?;
+        browser.act(&Action::MouseMove { x: 200, y: 200 }).await?;
         let deadline = Instant::now() + Duration::from_secs(5);
         while reports(fixture) == before {
             anyhow::ensure!(Instant::now() < deadline, "input did not reach the app");

@@ -1,8 +1,9 @@
 //! Policy benchmark (not a test): prints decision latency with a fresh
-//! Store per call, the same decisions made natively, and the time from a
-//! file change to the new version serving, with and without the compile
-//! cache. Run with `cargo bench -p vigil --bench policy`; the figures go to
-//! docs/BENCHMARKS.md.
+//! Store per call, the same decisions with each one written to a decision
+//! journal (as a session does), the same decisions made natively, and the
+//! time from a file change to the new version serving, with and without
+//! the compile cache. Run with `cargo bench -p vigil --bench policy`; the
+//! figures go to docs/BENCHMARKS.md.
 
 #[path = "../../tests/common/plugins.rs"]
 #[allow(dead_code)]
@@ -13,9 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vigil::id::SessionId;
+use vigil::journal::{Journal, JournalConfig};
 use vigil::policy::{
     BackupFacts, CriticalFile, Facts, FakeClock, Inventory, LockState, PolicyRuntime, PolicySource,
-    RuntimeOptions, ServedBy, SessionState,
+    Role, RuntimeOptions, ServedBy, SessionState,
 };
 
 const CALLS: usize = 20_000;
@@ -76,23 +78,56 @@ fn main() {
         })
         .collect();
 
+    // The journal a session writes to: the real writer thread, files in a
+    // temporary folder, the default cap (so it rotates during the run).
+    let journal_dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(journal_dir.path(), &JournalConfig::default()).unwrap();
+    let question = vigil::policy::RestoreQuestion {
+        session: main.clone(),
+        inventory: inventory.clone(),
+        backups: backups.clone(),
+    };
+
     println!("decision latency, {CALLS} calls each (fresh Store + instantiate + call + checks):");
     println!("{:<34} {:>9} {:>9} {:>9}", "", "p50", "p99", "mean");
-    let rows: [(&str, Decide); 3] = [
-        ("keepalive (activity)", &|r| {
-            assert!(!r.keepalive_blocking(&connected).value.is_empty());
-        }),
-        ("watchdog (heartbeat)", &|r| {
-            std::hint::black_box(r.watchdog_blocking(&degraded));
-        }),
-        ("restore (restore-default)", &|r| {
-            std::hint::black_box(r.restore_blocking(&main, &inventory, &backups));
-        }),
+    let rows: [(&str, Decide, Decide); 3] = [
+        (
+            "keepalive (activity)",
+            &|r| {
+                assert!(!r.keepalive_blocking(&connected).value.is_empty());
+            },
+            &|r| {
+                let d = r.keepalive_blocking(&connected);
+                journal.record(&main, Role::Keepalive, &connected, &d);
+            },
+        ),
+        (
+            "watchdog (heartbeat)",
+            &|r| {
+                std::hint::black_box(r.watchdog_blocking(&degraded));
+            },
+            &|r| {
+                let d = r.watchdog_blocking(&degraded);
+                journal.record(&main, Role::Watchdog, &degraded, &d);
+            },
+        ),
+        (
+            "restore (restore-default)",
+            &|r| {
+                std::hint::black_box(r.restore_blocking(&main, &inventory, &backups));
+            },
+            &|r| {
+                let d = r.restore_blocking(&main, &inventory, &backups);
+                journal.record(&main, Role::Restore, &question, &d);
+            },
+        ),
     ];
-    for (name, decide) in rows {
+    for (name, decide, journaled) in rows {
         let w = measure(|| decide(&wasm));
+        let j = measure(|| journaled(&wasm));
         let n = measure(|| decide(&native));
         println!("{:<34} {}", format!("{name}, wasm"), w);
+        println!("{:<34} {}", format!("{name}, wasm + journal"), j);
         println!("{:<34} {}", format!("{name}, native built-in"), n);
         println!(
             "{:<34} {:>8.0}x",
@@ -100,6 +135,13 @@ fn main() {
             w.p50.as_secs_f64() / n.p50.as_secs_f64().max(1e-9)
         );
     }
+
+    journal.close();
+    let stats = journal.stats();
+    println!(
+        "journal: {} lines written, {} dropped (writer behind), {} failed",
+        stats.written, stats.dropped, stats.failed
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use vigil::browser::process_tree_memory;
-use vigil::fixture::{Fixture, FixtureOptions};
+use vigil_fixture::{Fixture, FixtureOptions};
 
 const MIB: f64 = 1024.0 * 1024.0;
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");

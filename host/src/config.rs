@@ -1,11 +1,19 @@
-//! `vigil.toml` -> typed configuration. Owns the file format, its defaults,
-//! the resolution of relative paths (against the config file's folder) and
-//! errors that name `file:line:column`. It never opens a store, a profile or
-//! a browser: everything here is plain data, testable from a TOML snippet.
+//! `vigil.toml` -> typed configuration: the root of the file, where each
+//! section goes, the sections that configure the host itself (`[service]`,
+//! `[api]`, `[policy]`, `[fixture]`, `[[session]]`), and errors that name
+//! `file:line:column`. It never opens a store, a profile or a browser:
+//! everything here is plain data, testable from a TOML snippet.
+//!
+//! A section's types live with what it configures: `[backup]` in
+//! [`crate::backup`], `[[webhook]]` and `[webhooks]` in [`crate::webhook`],
+//! `[browser]` in [`crate::browser`], `[journal]` in [`crate::journal`],
+//! the profile paths in [`crate::volume`]. Those modules never import this
+//! one: the shapes of values they share (paths relative to the file,
+//! durations, URLs) are in [`crate::fields`].
 //!
 //! # Adding a section
 //!
-//! A section is one struct and one field:
+//! A section is one struct, in its owner's module, and one field here:
 //!
 //! ```ignore
 //! #[derive(Debug, Clone, serde::Deserialize)]
@@ -18,20 +26,25 @@
 //! pub browser: BrowserConfig,
 //! ```
 //!
-//! Path fields take `#[serde(deserialize_with = "crate::config::path")]` (or
-//! [`opt_path`]) and come out absolute, resolved against the config file's
-//! folder. A value that needs checking gets a type whose `Deserialize`
-//! checks it: its error then carries the value's line and column for free.
+//! Path fields take `#[serde(deserialize_with = "crate::fields::path")]`
+//! (or `opt_path`) and come out absolute, resolved against the config
+//! file's folder. A value that needs checking gets a type whose
+//! `Deserialize` checks it: its error then carries the value's line and
+//! column for free.
 
-use std::cell::RefCell;
-use std::fmt;
-use std::path::{Component, Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
+use crate::backup::BackupConfig;
+use crate::browser::{BrowserSettings, Probe};
+use crate::fields::{Location, Seconds, opt_path, path, resolve, with_base_dir};
 use crate::id::SessionId;
+use crate::journal::JournalConfig;
+use crate::volume::ProfilePath;
+use crate::webhook::{WebhookConfig, WebhookDelivery};
+
+pub use crate::fields::AppUrl;
 
 /// The whole `vigil.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,9 +61,12 @@ pub struct Config {
     pub backup: BackupConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// `[journal]`: the decision journal in `data_dir/journal`.
+    #[serde(default)]
+    pub journal: JournalConfig,
     /// `[browser]`: how Chromium is started, shared by every session.
     #[serde(default)]
-    pub browser: crate::browser::BrowserSettings,
+    pub browser: BrowserSettings,
     #[serde(default)]
     pub service: ServiceConfig,
     /// `[api]`: the admin API served by `vigil run`.
@@ -90,8 +106,8 @@ impl Default for ServiceConfig {
         Self {
             max_concurrent_launches: 2,
             shutdown_timeout_secs: 90,
-            probe_interval_secs: Seconds(std::time::Duration::from_secs(10)),
-            connect_timeout_secs: Seconds(std::time::Duration::from_secs(60)),
+            probe_interval_secs: std::time::Duration::from_secs(10).into(),
+            connect_timeout_secs: std::time::Duration::from_secs(60).into(),
         }
     }
 }
@@ -139,68 +155,6 @@ pub struct FixtureConfig {
     pub state_file: Option<PathBuf>,
 }
 
-/// `[backup]`: where backups go, when, how long they are kept.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BackupConfig {
-    /// Any object_store URL: `file://`, `s3://`, `gs://`, `az://`,
-    /// `memory://`. A relative `file://` path is relative to the config file.
-    pub store: StoreUrl,
-    /// Six-field cron (seconds first), in UTC.
-    pub schedule: CronSchedule,
-    /// Backups younger than this are kept.
-    pub keep_days: u32,
-    /// Never fewer than this many good backups per session, whatever their age.
-    pub keep_last: KeepLast,
-    pub mode: BackupMode,
-    /// `age` recipients (`age1...`); when set, archives are encrypted before
-    /// they leave the host.
-    pub encrypt_to: Vec<AgeRecipient>,
-    /// An `age` identity file, needed to restore encrypted backups.
-    #[serde(deserialize_with = "opt_path")]
-    pub identity: Option<PathBuf>,
-    /// Extra exclusions, on top of the built-in ones unless
-    /// `default_excludes = false`. A pattern without `/` matches a file or
-    /// folder name at any depth (`*` and `?` allowed); with `/` it matches a
-    /// path from the profile's top (`Default/Sessions`).
-    pub exclude: Vec<String>,
-    pub default_excludes: bool,
-    /// Paths inside a profile that hold the login. A profile missing one of
-    /// them (or with it empty) is not backed up and not restored.
-    pub critical: Vec<ProfilePath>,
-    /// An archive with no manifest (an interrupted upload) is deleted by
-    /// pruning once it is older than this.
-    pub orphan_grace_hours: u32,
-    /// gzip level, 1 (fastest) to 9 (smallest).
-    pub compression_level: CompressionLevel,
-    /// How long a store request may keep being retried before the operation
-    /// fails (cloud stores only; `file://` does not retry).
-    pub retry_timeout_secs: u64,
-    pub max_retries: usize,
-    /// Back up a session once it reaches connected after a new login (or
-    /// when it has no backup yet), rather than waiting for the schedule.
-    pub after_login: bool,
-    /// Back up every connected session when `vigil run` shuts down.
-    pub on_shutdown: bool,
-    pub s3: S3Options,
-}
-
-/// `[backup.s3]`: settings for S3-compatible servers. Credentials are not
-/// here: they come from the environment (`AWS_ACCESS_KEY_ID`,
-/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...) as object_store reads
-/// them.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct S3Options {
-    /// `http://127.0.0.1:9000` for a local server; unset for AWS itself.
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    /// `bucket` in the path rather than the host name (most self-hosted servers).
-    pub path_style: bool,
-    /// Allow a plain-`http://` endpoint.
-    pub allow_http: bool,
-}
-
 /// `[policy]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -227,169 +181,13 @@ pub struct SessionConfig {
     /// How to tell the page's state (see README "The probe"). Default: the
     /// page counts as connected once it has loaded.
     #[serde(default)]
-    pub probe: Option<crate::browser::Probe>,
+    pub probe: Option<Probe>,
     /// Overrides `[service] probe_interval_secs`.
     #[serde(default)]
     pub probe_interval_secs: Option<Seconds>,
     /// Overrides `[service] connect_timeout_secs`.
     #[serde(default)]
     pub connect_timeout_secs: Option<Seconds>,
-}
-
-/// One `[[webhook]]`: a receiver of signed event notifications. Its secret
-/// is read when the webhooks start (`crate::webhook::Webhooks::start`), so
-/// a missing file or variable is reported then, with this webhook's name.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "WebhookFields")]
-pub struct WebhookConfig {
-    /// Names it in logs and metrics; default: the URL's host, port and path.
-    pub name: Option<String>,
-    /// Where events are POSTed (`http://` or `https://`).
-    pub url: AppUrl,
-    /// The HMAC-SHA256 key receivers check signatures with.
-    pub secret: SecretSource,
-    /// Which events it receives; default every one.
-    pub events: Vec<crate::webhook::EventPattern>,
-}
-
-/// Where a webhook's secret comes from; never the config file itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// `secret_file`: the file's content, without its trailing newline.
-    File(PathBuf),
-    /// `secret_env`: an environment variable's value.
-    Env(String),
-}
-
-/// `[[webhook]]` as written, checked into a [`WebhookConfig`].
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebhookFields {
-    #[serde(default)]
-    name: Option<String>,
-    url: AppUrl,
-    #[serde(default, deserialize_with = "opt_path")]
-    secret_file: Option<PathBuf>,
-    #[serde(default)]
-    secret_env: Option<String>,
-    #[serde(default = "crate::webhook::EventPattern::every_event")]
-    events: Vec<crate::webhook::EventPattern>,
-}
-
-impl TryFrom<WebhookFields> for WebhookConfig {
-    type Error = String;
-    fn try_from(f: WebhookFields) -> Result<Self, String> {
-        let secret = match (f.secret_file, f.secret_env) {
-            (Some(file), None) => SecretSource::File(file),
-            (None, Some(var)) if !var.is_empty() => SecretSource::Env(var),
-            (None, Some(_)) => return Err(format!("webhook {}: secret_env is empty", f.url)),
-            (None, None) => {
-                return Err(format!(
-                    "webhook {}: set secret_file or secret_env (the key its signatures are made with)",
-                    f.url
-                ));
-            }
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "webhook {}: set only one of secret_file and secret_env",
-                    f.url
-                ));
-            }
-        };
-        if f.events.is_empty() {
-            return Err(format!(
-                "webhook {}: events is empty; leave it out to receive every event",
-                f.url
-            ));
-        }
-        if f.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
-            return Err(format!("webhook {}: name is empty", f.url));
-        }
-        Ok(Self {
-            name: f.name,
-            url: f.url,
-            secret,
-            events: f.events,
-        })
-    }
-}
-
-/// `[webhooks]`: how events reach every `[[webhook]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhookDelivery {
-    /// Events waiting per webhook; when full, the oldest is dropped.
-    pub queue_capacity: std::num::NonZeroUsize,
-    /// Tries per event, the first included, before it is given up.
-    pub max_attempts: std::num::NonZeroU32,
-    /// The wait after the first failed try; it doubles after each one
-    /// (with jitter) up to `backoff_max_secs`.
-    #[serde(rename = "backoff_base_secs", deserialize_with = "secs")]
-    pub backoff_base: Duration,
-    #[serde(rename = "backoff_max_secs", deserialize_with = "secs")]
-    pub backoff_max: Duration,
-    /// A request (connect, send, answer) taking longer has failed.
-    #[serde(rename = "timeout_secs", deserialize_with = "secs")]
-    pub timeout: Duration,
-    /// On shutdown, how long queued events may still be delivered.
-    #[serde(rename = "flush_timeout_secs", deserialize_with = "secs")]
-    pub flush_timeout: Duration,
-}
-
-impl Default for WebhookDelivery {
-    fn default() -> Self {
-        Self {
-            queue_capacity: std::num::NonZeroUsize::new(1000).expect("non-zero"),
-            max_attempts: std::num::NonZeroU32::new(10).expect("non-zero"),
-            backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            timeout: Duration::from_secs(10),
-            flush_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// How a backup gets a consistent profile.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackupMode {
-    /// Close the browser first (through the caller's hook), archive, relaunch.
-    #[default]
-    Quiesce,
-    /// Archive while the browser runs: no downtime, but LevelDB files may be
-    /// caught mid-write.
-    Live,
-}
-
-const DEFAULT_CRITICAL: [&str; 2] = ["Default/IndexedDB", "Default/Local Storage"];
-
-impl Default for BackupConfig {
-    fn default() -> Self {
-        Self {
-            store: StoreUrl::resolve("file://backups").expect("the default store URL is valid"),
-            schedule: "0 0 2 * * *"
-                .parse()
-                .expect("the default schedule is valid"),
-            keep_days: 30,
-            keep_last: KeepLast(3),
-            mode: BackupMode::Quiesce,
-            encrypt_to: Vec::new(),
-            identity: None,
-            exclude: Vec::new(),
-            default_excludes: true,
-            critical: DEFAULT_CRITICAL
-                .iter()
-                .map(|p| p.parse().expect("built-in critical paths are valid"))
-                .collect(),
-            orphan_grace_hours: 24,
-            compression_level: CompressionLevel(6),
-            retry_timeout_secs: 60,
-            max_retries: 5,
-            after_login: true,
-            on_shutdown: true,
-            s3: S3Options::default(),
-        }
-    }
 }
 
 impl Default for PolicyConfig {
@@ -414,11 +212,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}:{line}:{column}: {message} (in `{snippet}`)", path.display())]
+    #[error("{at}: {message} (in `{snippet}`)")]
     Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
+        at: Location,
         message: String,
         /// The offending line, trimmed.
         snippet: String,
@@ -442,18 +238,16 @@ impl Config {
     /// relative paths resolved against `base`.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Self, ConfigError> {
         let invalid = |span: Option<std::ops::Range<usize>>, message: String| {
-            let (line, column) = line_column(text, span.map_or(0, |s| s.start));
+            let at = Location::of(file, text, span.map_or(0, |s| s.start));
             ConfigError::Invalid {
-                path: file.to_path_buf(),
-                line,
-                column,
-                message,
                 snippet: text
                     .lines()
-                    .nth(line - 1)
+                    .nth(at.line - 1)
                     .unwrap_or_default()
                     .trim()
                     .to_string(),
+                at,
+                message,
             }
         };
         let mut config: Config = with_base_dir(base, || toml::from_str(text))
@@ -509,7 +303,7 @@ fn duplicate_session(text: &str) -> Option<(std::ops::Range<usize>, String)> {
             .iter()
             .find(|s| s.id.get_ref() == later.id.get_ref())
         {
-            let (line, _) = line_column(text, first.id.span().start);
+            let line = Location::of(Path::new(""), text, first.id.span().start).line;
             return Some((
                 later.id.span(),
                 format!(
@@ -522,404 +316,13 @@ fn duplicate_session(text: &str) -> Option<(std::ops::Range<usize>, String)> {
     None
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
-}
-
-thread_local! {
-    /// The folder relative paths are resolved against while a config is
-    /// being deserialized. A thread-local rather than a parameter so that a
-    /// section is a plain `Deserialize` struct (see the module docs).
-    static BASE_DIR: RefCell<Option<PathBuf>> = const { RefCell::new(None) };
-}
-
-fn with_base_dir<T>(base: &Path, f: impl FnOnce() -> T) -> T {
-    struct Reset(Option<PathBuf>);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            BASE_DIR.with(|b| *b.borrow_mut() = self.0.take());
-        }
-    }
-    let previous = BASE_DIR.with(|b| b.borrow_mut().replace(base.to_path_buf()));
-    let _reset = Reset(previous);
-    f()
-}
-
-/// `p` made absolute against the config file's folder (or the current
-/// directory outside of [`Config::parse`]).
-fn resolve(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        return p.to_path_buf();
-    }
-    let base = BASE_DIR
-        .with(|b| b.borrow().clone())
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_default();
-    normalize(&base.join(p))
-}
-
-/// Drops `.` and folds `..` lexically, so logs show `/srv/vigil/data`
-/// rather than `/srv/vigil/./data`.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push(c);
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A positive number of seconds (`10`, `0.5`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seconds(std::time::Duration);
-
-impl Seconds {
-    pub fn get(self) -> std::time::Duration {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let secs = f64::deserialize(d)?;
-        if secs.is_nan() || secs <= 0.0 {
-            return Err(serde::de::Error::custom(format!(
-                "expected a positive number of seconds, got {secs}"
-            )));
-        }
-        std::time::Duration::try_from_secs_f64(secs)
-            .map(Seconds)
-            .map_err(|_| serde::de::Error::custom(format!("{secs} seconds is too long")))
-    }
-}
-
-/// `deserialize_with` for a path resolved against the config file's folder.
-pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    let p = PathBuf::deserialize(d)?;
-    Ok(resolve(&p))
-}
-
-/// `deserialize_with` for a positive number of seconds (`10`, `0.25`).
-pub(crate) fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let secs = f64::deserialize(d)?;
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            serde::de::Error::custom(format!("{secs} is not a positive number of seconds"))
-        })
-}
-
-/// Like [`path`], for an optional field.
-pub fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    let p = Option::<PathBuf>::deserialize(d)?;
-    Ok(p.map(|p| resolve(&p)))
-}
-
-/// Where backups live, checked when the config is read.
-#[derive(Clone, PartialEq, Eq)]
-pub enum StoreUrl {
-    /// A local folder (absolute).
-    File(PathBuf),
-    /// Any other object_store URL (`s3://bucket/prefix`, `memory://`, ...).
-    Remote(url::Url),
-}
-
-impl StoreUrl {
-    fn resolve(raw: &str) -> Result<Self, String> {
-        if let Some(rest) = raw.strip_prefix("file://") {
-            if rest.is_empty() {
-                return Err("file:// store URL names no folder".into());
-            }
-            return Ok(Self::File(resolve(Path::new(rest))));
-        }
-        let url = url::Url::parse(raw).map_err(|e| format!("store URL {raw:?}: {e}"))?;
-        match url.scheme() {
-            "memory" => Ok(Self::Remote(url)),
-            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "adl" => {
-                if url.host_str().is_none_or(str::is_empty) {
-                    Err(format!("store URL {raw:?} names no bucket"))
-                } else {
-                    Ok(Self::Remote(url))
-                }
-            }
-            other => Err(format!(
-                "store URL {raw:?}: unknown scheme {other:?} (expected file://, s3://, gs://, az://, memory://)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for StoreUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::File(p) => write!(f, "file://{}", p.display()),
-            Self::Remote(u) => write!(f, "{u}"),
-        }
-    }
-}
-
-impl fmt::Debug for StoreUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl<'de> Deserialize<'de> for StoreUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        Self::resolve(&raw).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A six-field cron expression (seconds first), checked with the same
-/// parser the scheduler uses.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CronSchedule(String);
-
-impl CronSchedule {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The next time this schedule fires after `after`.
-    pub fn next_after(
-        &self,
-        after: chrono::DateTime<chrono::Utc>,
-    ) -> Option<chrono::DateTime<chrono::Utc>> {
-        cron_parser()
-            .parse(&self.0)
-            .ok()?
-            .find_next_occurrence(&after, false)
-            .ok()
-    }
-}
-
-fn cron_parser() -> croner::parser::CronParser {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-}
-
-impl FromStr for CronSchedule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let fields = s.split_whitespace().count();
-        if fields != 6 && fields != 7 {
-            return Err(format!(
-                "schedule {s:?} has {fields} fields; expected 6 with seconds first, e.g. \"0 0 2 * * *\" for 2 AM daily"
-            ));
-        }
-        cron_parser()
-            .parse(s)
-            .map_err(|e| format!("schedule {s:?}: {e}"))?;
-        Ok(Self(s.to_string()))
-    }
-}
-
-impl fmt::Debug for CronSchedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for CronSchedule {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// At least one: pruning must never delete the newest good backup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeepLast(u32);
-
-impl KeepLast {
-    pub fn new(n: u32) -> Option<Self> {
-        (n >= 1).then_some(Self(n))
-    }
-    pub fn get(self) -> u32 {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for KeepLast {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = u32::deserialize(d)?;
-        Self::new(n).ok_or_else(|| {
-            serde::de::Error::custom(
-                "keep_last must be at least 1: the newest good backup is never deleted",
-            )
-        })
-    }
-}
-
-/// gzip level 1..=9.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CompressionLevel(u32);
-
-impl CompressionLevel {
-    pub fn new(level: u32) -> Option<Self> {
-        (1..=9).contains(&level).then_some(Self(level))
-    }
-    pub fn get(self) -> u32 {
-        self.0
-    }
-}
-
-impl Default for CompressionLevel {
-    fn default() -> Self {
-        Self(6)
-    }
-}
-
-impl<'de> Deserialize<'de> for CompressionLevel {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = u32::deserialize(d)?;
-        Self::new(n).ok_or_else(|| serde::de::Error::custom("compression_level must be 1 to 9"))
-    }
-}
-
-/// An `age` X25519 recipient (`age1...`), checked when the config is read.
-#[derive(Clone)]
-pub struct AgeRecipient(age::x25519::Recipient);
-
-impl AgeRecipient {
-    pub fn get(&self) -> &age::x25519::Recipient {
-        &self.0
-    }
-}
-
-impl FromStr for AgeRecipient {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        s.trim()
-            .parse::<age::x25519::Recipient>()
-            .map(Self)
-            .map_err(|e| format!("encrypt_to {s:?} is not an age recipient (age1...): {e}"))
-    }
-}
-
-impl fmt::Debug for AgeRecipient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for AgeRecipient {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// A relative path inside a profile (`Default/IndexedDB`): no absolute
-/// paths, no `..`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
-pub struct ProfilePath(String);
-
-impl ProfilePath {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-    pub fn as_path(&self) -> &Path {
-        Path::new(&self.0)
-    }
-}
-
-impl FromStr for ProfilePath {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let p = Path::new(s);
-        let ok = !s.is_empty()
-            && p.components()
-                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-        if ok {
-            Ok(Self(s.trim_end_matches('/').to_string()))
-        } else {
-            Err(format!(
-                "{s:?} must be a relative path inside the profile (no leading '/', no '..')"
-            ))
-        }
-    }
-}
-
-impl fmt::Display for ProfilePath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for ProfilePath {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// The web address a session keeps open (`http` or `https`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct AppUrl(url::Url);
-
-impl AppUrl {
-    pub fn get(&self) -> &url::Url {
-        &self.0
-    }
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-impl FromStr for AppUrl {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let url = url::Url::parse(s).map_err(|e| format!("url {s:?}: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("url {s:?} must start with http:// or https://"));
-        }
-        Ok(Self(url))
-    }
-}
-
-impl fmt::Debug for AppUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl fmt::Display for AppUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for AppUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::backup::{BackupMode, DEFAULT_CRITICAL, StoreUrl};
+    use crate::webhook::{EventPattern, SecretSource};
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(
@@ -932,14 +335,13 @@ mod tests {
     fn error_at(text: &str) -> (usize, usize, String) {
         match parse(text) {
             Err(ConfigError::Invalid {
-                line,
-                column,
+                at,
                 message,
                 snippet,
-                ..
             }) => {
                 assert!(!snippet.is_empty());
-                (line, column, message)
+                assert_eq!(at.file, Path::new("/srv/vigil/vigil.toml"));
+                (at.line, at.column, message)
             }
             other => panic!("expected an error, got {other:?}"),
         }
@@ -1053,15 +455,97 @@ allow_http = true
         assert!(c.backup.s3.path_style && c.backup.s3.allow_http);
     }
 
+    fn invalid(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
     #[test]
-    fn schedule_knows_its_next_run() {
-        let s: CronSchedule = "0 0 2 * * *".parse().unwrap();
-        let now = chrono::DateTime::parse_from_rfc3339("2025-03-01T10:00:00Z")
-            .unwrap()
-            .to_utc();
+    fn a_webhook_section_reads_with_defaults() {
+        let config = parse(
+            r#"
+[[webhook]]
+url = "https://hooks.example.com/vigil"
+secret_file = "webhook.secret"
+events = ["session.*", "backup.failed"]
+
+[[webhook]]
+name = "pager"
+url = "http://127.0.0.1:9000/"
+secret_env = "PAGER_SECRET"
+"#,
+        )
+        .unwrap();
+        let [first, second] = &config.webhooks[..] else {
+            panic!("two webhooks: {:?}", config.webhooks)
+        };
         assert_eq!(
-            s.next_after(now).unwrap().to_rfc3339(),
-            "2025-03-02T02:00:00+00:00"
+            first.secret,
+            SecretSource::File("/srv/vigil/webhook.secret".into())
         );
+        assert_eq!(
+            first
+                .events
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
+            ["session.*", "backup.failed"]
+        );
+        assert_eq!(second.name.as_deref(), Some("pager"));
+        assert_eq!(second.secret, SecretSource::Env("PAGER_SECRET".into()));
+        assert_eq!(second.events, EventPattern::every_event());
+        let d = &config.webhook_delivery;
+        assert_eq!(d.queue_capacity.get(), 1000);
+        assert_eq!(d.max_attempts.get(), 10);
+        assert_eq!(d.backoff_base, Duration::from_secs(1));
+        assert_eq!(d.backoff_max, Duration::from_secs(60));
+        assert_eq!(d.timeout, Duration::from_secs(10));
+        assert_eq!(d.flush_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn delivery_settings_take_seconds_with_fractions() {
+        let config = parse(
+            r#"
+[webhooks]
+queue_capacity = 50
+max_attempts = 3
+backoff_base_secs = 0.25
+backoff_max_secs = 90
+timeout_secs = 2
+flush_timeout_secs = 20
+"#,
+        )
+        .unwrap();
+        let d = &config.webhook_delivery;
+        assert_eq!(d.queue_capacity.get(), 50);
+        assert_eq!(d.backoff_base, Duration::from_millis(250));
+        assert_eq!(d.backoff_max, Duration::from_secs(90));
+        assert_eq!(d.flush_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn mistakes_name_the_line_and_the_field() {
+        let err = invalid("[[webhook]]\nurl = \"https://h/x\"\n");
+        assert!(err.contains("set secret_file or secret_env"), "{err}");
+        assert!(err.contains("https://h/x"), "{err}");
+        let err = invalid(
+            "[[webhook]]\nurl = \"https://h/x\"\nsecret_env = \"A\"\nsecret_file = \"f\"\n",
+        );
+        assert!(err.contains("only one of"), "{err}");
+        let err = invalid(
+            "[[webhook]]\nurl = \"https://h/x\"\nsecret_env = \"A\"\nevents = [\"backup.faild\"]\n",
+        );
+        assert!(err.contains("vigil.toml:4:"), "{err}");
+        assert!(err.contains("unknown event \"backup.faild\""), "{err}");
+        let err = invalid("[[webhook]]\nurl = \"ftp://h/x\"\nsecret_env = \"A\"\n");
+        assert!(err.contains("vigil.toml:2:"), "{err}");
+        let err = invalid("[webhooks]\nqueue_capacity = 0\n");
+        assert!(err.contains("vigil.toml:2:"), "{err}");
+        let err = invalid("[webhooks]\ntimeout_secs = \"10s\"\n");
+        assert!(err.contains("vigil.toml:2:"), "{err}");
+        let err = invalid("[webhooks]\nbackoff_base_secs = 0\n");
+        assert!(err.contains("positive number of seconds, got 0"), "{err}");
+        let err = invalid("[webhooks]\nretries = 3\n");
+        assert!(err.contains("retries"), "{err}");
     }
 }

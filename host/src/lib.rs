@@ -6,32 +6,44 @@
 //! A map of the crate, in the order a newcomer should read it:
 //!
 //! - [`id`]: identifiers shared by every layer ([`id::SessionId`]).
-//! - [`config`]: `vigil.toml` -> typed config, errors with file:line:col.
+//! - [`action`]: what a keepalive may ask for: the one action type from a
+//!   policy's accepted answer to the browser.
+//! - [`fields`]: the shapes of values in files (durations, sizes, paths
+//!   relative to the file, URLs) and `file:line:col`, parsed once.
+//! - [`config`]: `vigil.toml` -> typed config; each section's types live
+//!   with the module it configures.
 //! - [`volume`]: one profile directory: inventory, locks, atomic replace.
 //! - [`archive`]: profile <-> tar.gz stream, checksums.
 //! - [`backup`]: backups in object storage: put, list, verify, prune, fetch.
 //! - [`schedule`]: cron jobs for backups and retention.
 //! - [`policy`]: the wasmtime runtime for keepalive / watchdog / restore
-//!   policies, with limits, fallbacks and hot reload.
+//!   policies (one lifecycle per role), with limits, fallbacks and hot
+//!   reload.
+//! - [`journal`]: every policy decision as a JSON line; replaying a
+//!   journal against another policy; a slice as a scenario.
 //! - [`browser`]: Chromium through chromiumoxide: launch, probe, act.
-//! - [`session`]: one session's life, the state machine.
+//! - [`session`]: one session's life: its record (plain data), the
+//!   profile's preparation, its backups, and the runner loop.
 //! - [`supervisor`]: all sessions: start, restore, stop, drain.
 //! - [`webhook`]: signed event notifications to the operator's services.
 //! - [`api`]: the HTTP admin API, `/metrics`, and its client.
 //! - [`systemd`]: READY / WATCHDOG / STOPPING notifications.
 //!
 //! Dependencies point one way: `supervisor` -> `session` -> (`browser`,
-//! `volume`, `backup`, `policy`). `volume`, `archive`, `backup` and `policy`
-//! never import `session` or `supervisor`, and nothing here knows a web app
-//! by name.
+//! `volume`, `backup`, `journal` -> `policy`), and `config` -> the modules
+//! whose sections it places. `volume`, `archive`, `backup` and `policy`
+//! never import `session` or `supervisor`; no module imports one that
+//! imports it back; nothing here knows a web app by name.
 
+pub mod action;
 pub mod api;
 pub mod archive;
 pub mod backup;
 pub mod browser;
 pub mod config;
-pub mod fixture;
+pub mod fields;
 pub mod id;
+pub mod journal;
 pub mod policy;
 pub mod schedule;
 pub mod session;

@@ -42,6 +42,10 @@ enum Command {
     },
     /// Serve the fixture web app (a stand-in web app with a persistent login).
     Fixture(cli::fixture::Args),
+    /// Print a session's decision journal: every policy call, one JSON
+    /// line each (read from data_dir/journal on this host). Exit codes: 0
+    /// printed, 1 error.
+    Journal(cli::journal::Args),
     #[command(flatten)]
     Storage(cli::storage::Command),
     #[command(flatten)]
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
             Command::Run => cli::run::run(&cli.config).await,
             Command::Policy { command } => cli::policy::run(&cli.config, command).await,
             Command::Fixture(args) => cli::fixture::run(args).await,
+            Command::Journal(args) => cli::journal::run(&cli.config, args),
             Command::Storage(command) => cli::storage::run(&cli.config, command).await,
             Command::Host(command) => cli::status::run(&cli.config, command).await,
         }

@@ -13,8 +13,8 @@ use tokio::sync::Mutex;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::archive::Progress;
+use crate::backup::CronSchedule;
 use crate::backup::{Backups, Quiesce};
-use crate::config::CronSchedule;
 use crate::id::SessionId;
 use crate::volume::ProfileClaim;
 

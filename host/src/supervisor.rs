@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, broadcast, watch};
 use crate::backup::{BackupError, Backups};
 use crate::config::Config;
 use crate::id::SessionId;
+use crate::journal::{self, Journal, JournalError};
 use crate::policy::{PolicyError, PolicyRuntime, PolicySource, ReloadWatcher, RuntimeOptions};
 use crate::schedule::{Schedule, ScheduleError, Task};
 use crate::session::{
@@ -34,12 +35,15 @@ pub enum SupervisorError {
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error("decision journal: {0}")]
+    Journal(#[from] JournalError),
 }
 
 /// The running host.
 pub struct Supervisor {
     sessions: BTreeMap<SessionId, SessionHandle>,
     policies: Arc<PolicyRuntime>,
+    journal: Journal,
     backups: Arc<Backups>,
     events: broadcast::Sender<SessionEvent>,
     shutdown: watch::Sender<bool>,
@@ -74,6 +78,7 @@ impl Supervisor {
             .await?,
         );
         let watcher = policies.watch()?;
+        let journal = Journal::open(&journal::dir(&config.data_dir), &config.journal)?;
         let (events, _) = broadcast::channel(1024);
         let webhook_sender = webhooks.sender();
         let (notifier_stop, stop_rx) = watch::channel(false);
@@ -86,6 +91,7 @@ impl Supervisor {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let deps = SessionDeps {
             policies: Arc::clone(&policies),
+            journal: journal.clone(),
             backups: Arc::clone(&backups),
             launches: Arc::new(Semaphore::new(
                 config.service.max_concurrent_launches.max(1),
@@ -118,6 +124,7 @@ impl Supervisor {
         Ok(Self {
             sessions,
             policies,
+            journal,
             backups,
             events,
             shutdown,
@@ -146,6 +153,11 @@ impl Supervisor {
 
     pub fn backups(&self) -> &Arc<Backups> {
         &self.backups
+    }
+
+    /// The journal of every session's policy decisions.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// Transitions, backups and restores of every session, as they happen.
@@ -197,6 +209,9 @@ impl Supervisor {
                 }
             }
         }
+        // Every session has made its last decision: write the journal out.
+        let journal = self.journal.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.close()).await;
         // Last, so the shutdown backups' events still go out: the notifier
         // forwards every event already raised, then the webhooks flush.
         let _ = self.notifier_stop.send(true);

@@ -13,11 +13,13 @@
 //! `spawn_blocking`.
 
 use std::ffi::OsStr;
+use std::fmt;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
 
-use crate::config::ProfilePath;
+use serde::{Deserialize, Deserializer};
 
 /// Where Chromium records that it did not exit cleanly; resetting it avoids
 /// the "restore pages?" bubble after a restore or a crash.
@@ -770,6 +772,50 @@ fn reset_crash_exit_type(dir: &Path) -> Result<bool, VolumeError> {
     fs::write(&tmp, bytes).map_err(io_err(&tmp, "write"))?;
     fs::rename(&tmp, &path).map_err(io_err(&path, "replace"))?;
     Ok(true)
+}
+
+/// A relative path inside a profile (`Default/IndexedDB`): no absolute
+/// paths, no `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct ProfilePath(String);
+
+impl ProfilePath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn as_path(&self) -> &Path {
+        Path::new(&self.0)
+    }
+}
+
+impl FromStr for ProfilePath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let p = Path::new(s);
+        let ok = !s.is_empty()
+            && p.components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if ok {
+            Ok(Self(s.trim_end_matches('/').to_string()))
+        } else {
+            Err(format!(
+                "{s:?} must be a relative path inside the profile (no leading '/', no '..')"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for ProfilePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProfilePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::fields::parsed(d)
+    }
 }
 
 #[cfg(test)]

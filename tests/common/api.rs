@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 use vigil::api::{ApiServer, ApiToken, Host, Listener, TokenSource};
 use vigil::config::Config;
-use vigil::fixture::{Fixture, FixtureOptions};
 use vigil::supervisor::Supervisor;
+use vigil_fixture::{Fixture, FixtureOptions};
 
 use super::chromium;
 use super::plugins::repo_root;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vigil::fixture::{Fixture, FixtureOptions, FixtureReport};
+use vigil_fixture::{Fixture, FixtureOptions, FixtureReport};
 
 pub async fn start(idle_after: Option<Duration>) -> (Fixture, FixtureClient) {
     let fixture = Fixture::start(FixtureOptions {

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vigil::config::Config;
-use vigil::fixture::{Fixture, FixtureOptions};
 use vigil::id::SessionId;
 use vigil::session::{SessionClient, SessionState, SessionStatus};
 use vigil::supervisor::Supervisor;
+use vigil_fixture::{Fixture, FixtureOptions};
 
 use super::fixture::FixtureClient;
 use super::plugins;
@@ -183,13 +183,33 @@ impl TestHost {
 
     /// The activity policy (mouse move, Shift, wake lock) every `interval`.
     pub fn write_keepalive(&self, interval: &str) {
+        self.write_keepalive_with(interval, "");
+    }
+
+    /// The activity policy every `interval`, with more of its file
+    /// (a `[config]` table, say).
+    pub fn write_keepalive_with(&self, interval: &str, extra: &str) {
         write_atomically(
             &self.policy_dir().join("keepalive.toml"),
             &format!(
-                "role = \"keepalive\"\nplugin = {:?}\ninterval = {interval:?}\n",
+                "role = \"keepalive\"\nplugin = {:?}\ninterval = {interval:?}\n{extra}",
                 plugins::plugin("activity").display().to_string(),
             ),
         );
+    }
+
+    /// The lines of the session's decision journal, parsed.
+    pub fn journal(&self) -> Vec<serde_json::Value> {
+        let dir = vigil::journal::dir(&self.root.path().join("data"));
+        vigil::journal::read(
+            &dir,
+            &SessionId::new(SESSION).unwrap(),
+            vigil::journal::Since::Start,
+        )
+        .expect("the journal reads")
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
     }
 
     /// Starts the host on the config, like `vigil run`.

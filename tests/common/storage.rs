@@ -203,7 +203,7 @@ url = "https://app.example.test"
 
     pub fn local_store_dir(&self) -> PathBuf {
         match &self.config.backup.store {
-            vigil::config::StoreUrl::File(dir) => dir.clone(),
+            vigil::backup::StoreUrl::File(dir) => dir.clone(),
             other => panic!("not a local store: {other}"),
         }
     }

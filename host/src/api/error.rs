@@ -79,6 +79,14 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            message,
+        )
+    }
+
     pub fn session_not_found(id: &str, known: &[&SessionId]) -> Self {
         let known: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
         Self::new(
@@ -188,5 +196,47 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A profile that cannot be claimed is a conflict only when another
+    /// Vigil process holds it; an I/O failure is the host's, and says so.
+    #[test]
+    fn a_failed_claim_keeps_its_cause_and_its_status() {
+        let held: ApiError = SessionError::Volume(VolumeError::Claimed {
+            dir: "/srv/vigil/data/profiles/main".into(),
+        })
+        .into();
+        assert_eq!(
+            (held.status, held.code),
+            (StatusCode::CONFLICT, ErrorCode::Refused)
+        );
+        assert!(
+            held.message.contains("another Vigil process"),
+            "{}",
+            held.message
+        );
+
+        let io: ApiError = SessionError::Volume(VolumeError::Io {
+            path: "/srv/vigil/data/profiles/.main.vigil-claim".into(),
+            op: "open the claim file",
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        })
+        .into();
+        assert_eq!(
+            (io.status, io.code),
+            (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
+        );
+        assert!(io.message.contains("open the claim file"), "{}", io.message);
+        assert!(io.message.contains("ermission denied"), "{}", io.message);
+        assert!(
+            !io.message.contains("another Vigil process"),
+            "{}",
+            io.message
+        );
     }
 }

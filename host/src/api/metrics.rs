@@ -32,6 +32,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use super::Host;
+use crate::journal::JournalStats;
 use crate::policy::{PolicyRuntime, ReloadEvent};
 use crate::session::{RestoreSource, SessionState, SessionStatus};
 use crate::webhook::WebhookStats;
@@ -235,7 +236,31 @@ impl Collector for HostMetrics {
         backup_metrics(&sessions, out);
         restore_metrics(&sessions, out);
         policy_metrics(self.host.policies(), &self.reloads, out);
+        journal_metrics(self.host.journal().stats(), out);
         webhook_metrics(&self.host.webhook_stats(), out);
+    }
+}
+
+fn journal_metrics(stats: JournalStats, out: &mut Exposition) {
+    for (name, help, n) in [
+        (
+            "vigil_journal_lines_total",
+            "Policy decisions written to the sessions' journals.",
+            stats.written,
+        ),
+        (
+            "vigil_journal_dropped_total",
+            "Decision lines dropped because the journal writer was behind.",
+            stats.dropped,
+        ),
+        (
+            "vigil_journal_failures_total",
+            "Decision lines that could not be written (see the log).",
+            stats.failed,
+        ),
+    ] {
+        out.family(name, MetricKind::Counter, help)
+            .sample(&[], n as f64);
     }
 }
 

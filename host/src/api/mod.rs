@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::backup::Backups;
 use crate::id::SessionId;
+use crate::journal::Journal;
 use crate::policy::PolicyRuntime;
 use crate::session::{SessionClient, SessionState};
 use crate::supervisor::Supervisor;
@@ -71,6 +72,7 @@ pub enum ApiStartError {
 pub struct Host {
     sessions: Arc<BTreeMap<SessionId, SessionClient>>,
     policies: Arc<PolicyRuntime>,
+    journal: Journal,
     backups: Arc<Backups>,
     webhooks: WebhookSender,
     started: SystemTime,
@@ -86,6 +88,7 @@ impl Host {
                     .collect(),
             ),
             policies: Arc::clone(supervisor.policies()),
+            journal: supervisor.journal().clone(),
             backups: Arc::clone(supervisor.backups()),
             webhooks: supervisor.webhook_sender(),
             started: supervisor.started(),
@@ -107,6 +110,11 @@ impl Host {
 
     pub fn backups(&self) -> &Arc<Backups> {
         &self.backups
+    }
+
+    /// Every session's decision journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// Deliveries per configured webhook.

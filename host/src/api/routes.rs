@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::handler::Handler;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +22,7 @@ use super::metrics::{self, Collector};
 use super::views;
 use crate::backup::BackupId;
 use crate::id::SessionId;
+use crate::journal::Since;
 use crate::session::{SessionClient, SessionError};
 
 /// How long a request waits for a backup or a restore (big profiles, slow
@@ -93,6 +94,7 @@ fn endpoints() -> Vec<Endpoint> {
             TOKEN,
             screenshot,
         ),
+        endpoint(Method::GET, "/v1/sessions/{id}/journal", TOKEN, journal),
         endpoint(Method::GET, "/v1/policies", TOKEN, policies),
     ]
 }
@@ -309,6 +311,47 @@ async fn screenshot(
             (header::CACHE_CONTROL, "no-store"),
         ],
         png,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalQuery {
+    /// A duration ago ("10m") or an RFC 3339 time.
+    #[serde(default)]
+    since: Option<String>,
+}
+
+/// The session's decision journal as JSON lines (`application/x-ndjson`),
+/// oldest first: what `vigil journal` prints.
+async fn journal(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<JournalQuery>,
+) -> Result<Response, ApiError> {
+    let session = session(&state, &id)?.id().clone();
+    let since = match &query.since {
+        None => Since::Start,
+        Some(text) => text
+            .parse::<Since>()
+            .map_err(|e| ApiError::bad_request(format!("since: {e}")))?,
+    };
+    let journal = state.host.journal().clone();
+    let lines = tokio::task::spawn_blocking(move || journal.lines(&session, since))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the journal stopped: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut body = lines.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
     )
         .into_response())
 }

@@ -11,13 +11,13 @@ use serde::Serialize;
 
 use crate::archive::Sha256;
 use crate::backup::{BackupEntry, BackupId, FailureMark, Manifest, RestoreReport};
-use crate::config::ProfilePath;
 use crate::id::SessionId;
 use crate::session::state::rfc3339;
 use crate::session::{
     BackupSummary, DecisionSummary, ProbeSummary, RestoreSummary, SessionCounters, SessionState,
     SessionStatus, Transition,
 };
+use crate::volume::ProfilePath;
 
 /// `GET /v1/sessions`.
 #[derive(Serialize)]

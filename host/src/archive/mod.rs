@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::ProfilePath;
+use crate::volume::ProfilePath;
 
 mod copy;
 mod pack;

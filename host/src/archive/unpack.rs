@@ -16,7 +16,7 @@ use super::{
     ArchiveError, CheckSummary, Decoding, Expected, PIPE_CHUNK, Progress, Sha256, UnpackSummary,
     link_stays_inside, safe_relative,
 };
-use crate::config::ProfilePath;
+use crate::volume::ProfilePath;
 /// Extracts an archive into `target`, an existing empty folder, checking
 /// every entry (see the module docs) and, when `expect` is given, that the
 /// input hashes to it. On a damaged archive the rest of the input is still

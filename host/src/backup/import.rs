@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::{BackupError, task_failed};
 use crate::archive::{self, Decoding, Excludes, Progress};
-use crate::config::ProfilePath;
 use crate::id::SessionId;
+use crate::volume::ProfilePath;
 use crate::volume::{LockState, Profile, ProfileClaim, VolumeError};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::Sha256;
-use crate::config::ProfilePath;
 use crate::id::SessionId;
+use crate::volume::ProfilePath;
 
 /// Names one backup of one session: its creation time (UTC, sortable) and
 /// a random suffix, e.g. `20250301T020000Z-3fa2c1d0`.

@@ -15,6 +15,7 @@
 //! `policy`, and knows no web app: the caller brings the profile's
 //! critical files and a [`Quiesce`] hook to stop writers during a backup.
 
+mod config;
 mod import;
 mod listing;
 mod manifest;
@@ -32,13 +33,17 @@ use std::sync::Arc;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore};
 
+pub use config::{
+    AgeRecipient, BackupConfig, BackupMode, CompressionLevel, CronSchedule, DEFAULT_CRITICAL,
+    KeepLast, S3Options, StoreUrl,
+};
 pub use import::{ImportReport, import};
 pub use manifest::{BackupId, FailureMark, MANIFEST_FORMAT, Manifest};
 pub use retention::{Verdict, plan as plan_retention};
 
 use crate::archive::{ArchiveError, Excludes, PackOptions};
-use crate::config::{BackupConfig, BackupMode, KeepLast, ProfilePath};
 use crate::id::SessionId;
+use crate::volume::ProfilePath;
 use crate::volume::VolumeError;
 
 /// What the caller does around a backup to make the profile consistent.

@@ -7,10 +7,10 @@ use chrono::Utc;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 
+use super::BackupMode;
 use super::manifest::{BackupId, MANIFEST_FORMAT, Manifest};
 use super::{BackupError, Backups, Quiesce, store, task_failed};
 use crate::archive::{self, ArchiveError, Progress};
-use crate::config::BackupMode;
 use crate::id::SessionId;
 use crate::volume::{self, LockState, ProfileClaim, VolumeError};
 

@@ -7,8 +7,8 @@ use object_store::path::Path as StorePath;
 use super::manifest::BackupId;
 use super::{BackupEntry, BackupError, Backups, Identities, RestoreReport, store, task_failed};
 use crate::archive::{self, ArchiveError, CheckSummary, Decoding, Expected, Progress};
-use crate::config::ProfilePath;
 use crate::id::SessionId;
+use crate::volume::ProfilePath;
 use crate::volume::{LockState, ProfileClaim, VolumeError};
 
 impl Backups {

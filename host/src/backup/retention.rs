@@ -7,8 +7,8 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::BackupEntry;
+use super::KeepLast;
 use super::manifest::BackupId;
-use crate::config::KeepLast;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

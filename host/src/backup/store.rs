@@ -14,7 +14,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use tokio::sync::mpsc;
 
-use crate::config::{BackupConfig, StoreUrl};
+use super::{BackupConfig, StoreUrl};
 
 /// An opened store and where Vigil's objects live inside it.
 pub(super) struct Opened {

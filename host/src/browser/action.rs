@@ -1,58 +1,10 @@
-//! What the browser can be asked to do to keep a page alive. These are the
-//! browser's own words: the session layer maps policy verdicts onto them,
-//! and decides whether a policy may run a script. This module never imports
-//! the policy module.
+//! The keys the browser presses for a keepalive `key-press`: modifiers
+//! only, which type nothing into the page and trigger no shortcut. The
+//! action itself is [`crate::action::Action`], the one type from a
+//! policy's accepted answer to here.
 
 use std::fmt;
 use std::str::FromStr;
-
-/// One keepalive action, carried out with DevTools commands so the page
-/// sees trusted events (`event.isTrusted`), as from a person.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Action {
-    /// Move the pointer to a new point inside the page (`Input.dispatchMouseEvent`
-    /// `mouseMoved`): trusted `pointermove` / `mousemove`.
-    MouseMove,
-    /// Press and release a key (`Input.dispatchKeyEvent`): trusted
-    /// `keydown` / `keyup`. Only keys that type nothing are offered.
-    KeyPress(Key),
-    /// Make this the focused page: `Page.bringToFront` and
-    /// `Emulation.setFocusEmulationEnabled(true)`, so `document.hasFocus()`
-    /// is true and `focus` handlers run although no window has OS focus.
-    Focus,
-    /// Hold a screen wake lock in the page (`navigator.wakeLock.request`),
-    /// after granting the `screen-wake-lock` permission with
-    /// `Browser.setPermission`. The sentinel is kept on `window` so it is
-    /// not collected; a reload drops it.
-    WakeLock,
-    /// Tell the page a person is here: [`Action::Focus`], plus
-    /// `Emulation.setIdleOverride(user active, screen unlocked)` for the
-    /// Idle Detection API and `Page.setWebLifecycleState("active")` so a
-    /// frozen page thaws. The page is visible already (headless pages are,
-    /// and Vigil's flags disable backgrounding of occluded windows).
-    Presence,
-    /// Reload the page and wait for its `load` event.
-    Reload,
-    /// Run a JS expression in the page (promises are awaited). The caller
-    /// checks that the policy asking for it was granted scripts.
-    RunScript(String),
-}
-
-impl Action {
-    /// A short name for logs and metrics.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::MouseMove => "mouse-move",
-            Action::KeyPress(_) => "key-press",
-            Action::Focus => "focus",
-            Action::WakeLock => "wake-lock",
-            Action::Presence => "presence",
-            Action::Reload => "reload",
-            Action::RunScript(_) => "run-script",
-        }
-    }
-}
 
 /// Keys a keepalive may press: modifiers, which type nothing into the page
 /// and trigger no shortcut on their own.
@@ -128,22 +80,6 @@ impl FromStr for Key {
     }
 }
 
-/// Where the `n`th mouse move goes: a small loop around the middle of the
-/// page, so every move lands on a new point (a move to the same point fires
-/// no event) and stays clear of edges and scroll bars.
-pub(crate) fn pointer_target(n: u64, width: u32, height: u32) -> (f64, f64) {
-    const LOOP: [(f64, f64); 6] = [
-        (0.0, 0.0),
-        (23.0, 11.0),
-        (41.0, -7.0),
-        (17.0, -29.0),
-        (-13.0, -17.0),
-        (-31.0, 5.0),
-    ];
-    let (dx, dy) = LOOP[(n % LOOP.len() as u64) as usize];
-    (f64::from(width) / 2.0 + dx, f64::from(height) / 2.0 + dy)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,15 +90,5 @@ mod tests {
         assert_eq!("Meta".parse::<Key>(), Ok(Key::Meta));
         assert!("a".parse::<Key>().is_err());
         assert!("Enter".parse::<Key>().is_err());
-    }
-
-    #[test]
-    fn consecutive_mouse_moves_land_on_different_points_inside_the_page() {
-        for n in 0..24 {
-            let a = pointer_target(n, 1280, 800);
-            let b = pointer_target(n + 1, 1280, 800);
-            assert_ne!(a, b);
-            assert!(a.0 > 0.0 && a.0 < 1280.0 && a.1 > 0.0 && a.1 < 800.0);
-        }
     }
 }

@@ -6,12 +6,14 @@
 //! It owns the Chromium process and the tasks that watch it. It never
 //! decides anything about a session (when to reload, restart, restore: the
 //! session layer does), never touches the profile's files (the volume does),
-//! never imports the policy module, and knows no web app by name.
+//! never imports the policy module, and knows no web app by name. It acts
+//! on exactly what it is given: the [`Action`] a policy answered (the
+//! mouse goes to the policy's point).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), vigil::browser::BrowserError> {
 //! use std::time::Duration;
-//! use vigil::browser::{Action, Browser, BrowserSettings, Key, Probe};
+//! use vigil::browser::{Action, Browser, BrowserSettings, Probe};
 //! use vigil::id::SessionId;
 //!
 //! let session = SessionId::new("main").unwrap();
@@ -19,7 +21,8 @@
 //! browser.open("http://127.0.0.1:8088/").await?;
 //! let probe = Probe::Script("document.body.dataset.state".into());
 //! let outcome = browser.wait_settled(&probe, Duration::from_secs(30)).await?;
-//! browser.act(&Action::KeyPress(Key::Shift)).await?;
+//! browser.act(&Action::KeyPress { key: "Shift".into() }).await?;
+//! browser.act(&Action::MouseMove { x: 200, y: 200 }).await?;
 //! let mut gone = browser.exit_signal();
 //! tokio::select! {
 //!     why = gone.wait() => println!("browser gone: {why}"),
@@ -37,7 +40,6 @@ mod settings;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chromiumoxide::cdp::browser_protocol::browser::{
@@ -61,7 +63,8 @@ use chromiumoxide::page::ScreenshotParams;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
-pub use action::{Action, Key, UnknownKey};
+pub use crate::action::Action;
+pub use action::{Key, UnknownKey};
 pub use memory::{MemoryUsage, ProcessMemory, process_tree, process_tree_memory};
 pub use probe::{PageState, Probe, ProbeOutcome};
 pub use process::{BrowserGone, Exit, ExitSignal};
@@ -150,6 +153,12 @@ pub enum BrowserError {
         what: &'static str,
         message: String,
     },
+    /// A `key-press` of a key that would type something or is unknown.
+    #[error("session {session}: not pressed: {refused}")]
+    KeyRefused {
+        session: SessionId,
+        refused: UnknownKey,
+    },
 }
 
 /// How a [`Browser::close`] went.
@@ -173,7 +182,6 @@ pub struct Browser {
     devtools: chromiumoxide::Browser,
     page: chromiumoxide::Page,
     handler: JoinHandle<()>,
-    mouse_moves: AtomicU64,
 }
 
 impl Browser {
@@ -285,7 +293,6 @@ impl Browser {
             devtools,
             page,
             handler,
-            mouse_moves: AtomicU64::new(0),
         })
     }
 
@@ -373,24 +380,39 @@ impl Browser {
     }
 
     /// Carries out one keepalive action; returns what was done, for logs.
+    /// `backup-now` and `nothing` are not the page's business: they do
+    /// nothing here (the session takes the backup). A `run-script` runs as
+    /// given: only a policy answer accepted with the `run_script` grant
+    /// carries one.
     pub async fn act(&self, action: &Action) -> Result<String, BrowserError> {
         let done = match action {
-            Action::MouseMove => self.move_mouse().await?,
-            Action::KeyPress(key) => self.press(*key).await?,
+            Action::MouseMove { x, y } => self.move_mouse(*x, *y).await?,
+            Action::KeyPress { key } => {
+                let key = key.parse().map_err(|refused| BrowserError::KeyRefused {
+                    session: self.session.clone(),
+                    refused,
+                })?;
+                self.press(key).await?
+            }
             Action::Focus => {
                 self.focus().await?;
                 "page focused".to_owned()
             }
             Action::Presence => self.presence().await?,
             Action::WakeLock => self.wake_lock().await?,
-            Action::Reload => {
+            Action::ReloadPage => {
                 self.guard("reload the page", self.settings.load_timeout, async {
                     self.page.reload().await.map(|_| ())
                 })
                 .await?;
                 "page reloaded".to_owned()
             }
-            Action::RunScript(script) => match self.evaluate("run a script", script.clone()).await?
+            Action::BackupNow | Action::Nothing => {
+                return Ok("nothing to do in the page".to_owned());
+            }
+            Action::RunScript { script } => match self
+                .evaluate("run a script", script.clone())
+                .await?
             {
                 Evaluated::Value(v) => format!("script returned {}", shorten(&v.to_string(), 200)),
                 Evaluated::Threw(message) => {
@@ -402,7 +424,7 @@ impl Browser {
                 }
             },
         };
-        tracing::debug!(session = %self.session, action = action.name(), %done, "keepalive action");
+        tracing::debug!(session = %self.session, action = action.kind(), %done, "keepalive action");
         Ok(done)
     }
 
@@ -450,10 +472,14 @@ impl Browser {
         closed
     }
 
-    async fn move_mouse(&self) -> Result<String, BrowserError> {
-        let n = self.mouse_moves.fetch_add(1, Ordering::Relaxed);
-        let (x, y) =
-            action::pointer_target(n, self.settings.window_width, self.settings.window_height);
+    /// Moves the pointer to `(x, y)` of the viewport, kept inside the
+    /// page (a point past its edge would reach no element).
+    async fn move_mouse(&self, x: u32, y: u32) -> Result<String, BrowserError> {
+        let inside = |v: u32, size: u32| f64::from(v.min(size.saturating_sub(1)));
+        let (x, y) = (
+            inside(x, self.settings.window_width),
+            inside(y, self.settings.window_height),
+        );
         self.cdp(
             "move the mouse",
             DispatchMouseEventParams::new(DispatchMouseEventType::MouseMoved, x, y),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vigil::fixture::{Fixture, FixtureOptions};
+use vigil_fixture::{Fixture, FixtureOptions};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -4,6 +4,7 @@
 
 pub mod exit;
 pub mod fixture;
+pub mod journal;
 pub mod policy;
 pub mod run;
 pub mod status;

@@ -1,16 +1,19 @@
-//! `vigil policy check` and `vigil policy test`: validate policy files and
-//! run policies through scripted scenarios, with no browser and no network.
+//! `vigil policy check`, `test` and `replay`: validate policy files, run
+//! policies through scripted scenarios, and replay real decisions from a
+//! journal against a new policy, with no browser and no network.
 //!
-//! Exit codes: 0 when every file is valid / every step passed, 1 otherwise
-//! (including files that cannot be read or parsed).
+//! Exit codes: 0 when every file is valid / every step passed / no replayed
+//! decision differs, 1 otherwise (including files that cannot be read or
+//! parsed).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use vigil::journal::{self, ReplayOptions, Since, Slice};
 use vigil::policy::scenario::{self, Scenario, ScenarioReport};
-use vigil::policy::{FakeClock, PolicyRuntime, PolicySource, ReloadEvent, RuntimeOptions};
+use vigil::policy::{FakeClock, PolicyRuntime, PolicySource, ReloadEvent, Role, RuntimeOptions};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -24,13 +27,39 @@ pub enum Command {
         cache_dir: Option<PathBuf>,
     },
     /// Run a policy file (or a bare .wasm) through a scenario: facts at
-    /// virtual times and the decision expected at each step.
+    /// virtual times and the decision expected at each step. With
+    /// --from-journal, first write the scenario from a slice of a decision
+    /// journal (then the policy is optional).
     Test {
         /// A policy file (.toml) or a plugin (.wasm).
-        policy: PathBuf,
+        #[arg(required_unless_present = "from_journal")]
+        policy: Option<PathBuf>,
         /// The scenario file (format in the README, "Testing a policy").
+        #[arg(
+            long,
+            required_unless_present = "from_journal",
+            conflicts_with = "from_journal"
+        )]
+        scenario: Option<PathBuf>,
+        /// Journal files (oldest first) to make the scenario from: each
+        /// recorded call becomes a step expecting what was answered.
+        #[arg(long, num_args = 1.., requires = "out")]
+        from_journal: Vec<PathBuf>,
+        /// Where to write the scenario made --from-journal.
         #[arg(long)]
-        scenario: PathBuf,
+        out: Option<PathBuf>,
+        /// The role whose calls to take (needed when the slice holds several).
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
+        /// Calls made at this time or later (RFC 3339, or a duration ago: "1h").
+        #[arg(long, value_parser = parse_since)]
+        since: Option<Since>,
+        /// Calls made before this time (RFC 3339, or a duration ago).
+        #[arg(long, value_parser = parse_since)]
+        until: Option<Since>,
+        /// At most this many steps (the first calls of the slice).
+        #[arg(long)]
+        limit: Option<usize>,
         /// Print the report as JSON (one line per run with --watch).
         #[arg(long)]
         json: bool,
@@ -42,6 +71,41 @@ pub enum Command {
         #[arg(long, env = "VIGIL_POLICY_CACHE")]
         cache_dir: Option<PathBuf>,
     },
+    /// Replay a decision journal against a policy file: every recorded
+    /// call of the file's role is made again with its recorded input,
+    /// clock and memory (and the file's config; see --recorded-config).
+    /// Prints each decision that would differ, then a summary.
+    Replay {
+        /// Journal files, oldest first (`data/journal/main.jsonl.1
+        /// data/journal/main.jsonl`); `-` reads stdin (`vigil journal main
+        /// | vigil policy replay - --policy ...`).
+        #[arg(required = true)]
+        journals: Vec<PathBuf>,
+        /// The policy file to replay against (its sessions are ignored).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Give each call the config it recorded instead of the policy
+        /// file's (to try a new plugin build alone).
+        #[arg(long)]
+        recorded_config: bool,
+        /// Keep compiled plugins here between runs.
+        #[arg(long, env = "VIGIL_POLICY_CACHE")]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+fn parse_since(text: &str) -> Result<Since, String> {
+    text.parse()
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::ALL
+        .into_iter()
+        .find(|r| r.as_str() == text)
+        .ok_or_else(|| format!("{text:?} is not a role (keepalive, watchdog, restore)"))
 }
 
 pub async fn run(_config: &Path, command: Command) -> anyhow::Result<ExitCode> {
@@ -50,11 +114,107 @@ pub async fn run(_config: &Path, command: Command) -> anyhow::Result<ExitCode> {
         Command::Test {
             policy,
             scenario,
+            from_journal,
+            out,
+            role,
+            since,
+            until,
+            limit,
             json,
             watch,
             cache_dir,
-        } => test(policy, scenario, json, watch, cache_dir).await,
+        } => {
+            let scenario = match (scenario, out) {
+                (Some(scenario), _) => scenario,
+                (None, Some(out)) => {
+                    let slice = slice(role, since, until, limit);
+                    write_scenario(&from_journal, &slice, &out)?;
+                    out
+                }
+                (None, None) => anyhow::bail!("give --scenario, or --from-journal with --out"),
+            };
+            match policy {
+                Some(policy) => test(policy, scenario, json, watch, cache_dir).await,
+                None => Ok(ExitCode::SUCCESS),
+            }
+        }
+        Command::Replay {
+            journals,
+            policy,
+            json,
+            recorded_config,
+            cache_dir,
+        } => replay(journals, policy, json, recorded_config, cache_dir).await,
     }
+}
+
+fn slice(
+    role: Option<Role>,
+    since: Option<Since>,
+    until: Option<Since>,
+    limit: Option<usize>,
+) -> Slice {
+    let now = std::time::SystemTime::now();
+    Slice {
+        role,
+        from_ms: since.map(|s| s.earliest_ms(now)),
+        until_ms: until.map(|s| s.earliest_ms(now)),
+        limit,
+    }
+}
+
+/// Reads journal files (`-` for stdin) into (name, text) pairs.
+fn read_journals(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    paths
+        .iter()
+        .map(|path| {
+            let text = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+            } else {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("{}: cannot read the journal", path.display()))?
+            };
+            Ok((path.clone(), text))
+        })
+        .collect()
+}
+
+fn write_scenario(journals: &[PathBuf], slice: &Slice, out: &Path) -> anyhow::Result<()> {
+    let text = journal::to_scenario(&read_journals(journals)?, slice)?;
+    std::fs::write(out, &text).with_context(|| format!("{}: cannot write", out.display()))?;
+    let steps = text.matches("[[step]]").count();
+    eprintln!("wrote {} ({steps} steps)", out.display());
+    Ok(())
+}
+
+async fn replay(
+    journals: Vec<PathBuf>,
+    policy: PathBuf,
+    json: bool,
+    recorded_config: bool,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let journals = read_journals(&journals)?;
+    let mut options = RuntimeOptions::new(PolicySource::File(policy));
+    options.cache_dir = cache_dir;
+    let runtime = PolicyRuntime::start(options).await?;
+    if let Some(rejection) = runtime.status().rejected.first() {
+        anyhow::bail!("{}", rejection.reason);
+    }
+    let report = tokio::task::spawn_blocking(move || {
+        journal::replay(&runtime, &journals, ReplayOptions { recorded_config })
+    })
+    .await??;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.differences.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn check(files: Vec<PathBuf>, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use vigil::api;
 use vigil::config::Config;
-use vigil::fixture::{Fixture, FixtureOptions};
 use vigil::supervisor::Supervisor;
 use vigil::systemd::Notifier;
+use vigil_fixture::{Fixture, FixtureOptions};
 
 /// systemd gets READY=1 at the latest this long after start, even if a
 /// session is still restoring or launching (`/readyz` tells the rest).

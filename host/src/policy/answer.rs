@@ -1,5 +1,10 @@
 //! Checking a plugin's answer before anything acts on it: sizes, names,
 //! backup ids, waits, and the permission to run scripts. Plain functions.
+//!
+//! Why an answer is invalid is told in the policy's own words, but never
+//! more than [`QUOTE_CHARS`] of them: the reason goes to logs, status,
+//! metrics and webhooks at every call, and a policy chooses its answer's
+//! size (an 8 MiB key name must not become an 8 MiB log line).
 
 use std::time::Duration;
 
@@ -16,6 +21,37 @@ pub const MAX_KEY_NAME: usize = 32;
 pub const MAX_REASON_BYTES: usize = 1024;
 /// Longest wait a restore plan may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// The most characters of a policy's text quoted in an error.
+pub const QUOTE_CHARS: usize = 200;
+
+/// `text` as a Rust string literal (escaped), cut to [`QUOTE_CHARS`]
+/// characters with the full size said after it.
+pub fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes in all)", &text[..end], text.len()),
+    }
+}
+
+/// At most [`QUOTE_CHARS`] characters of `text` (a plugin's own words, a
+/// panic message), control characters escaped, with the full size said
+/// when it was cut.
+pub fn excerpt(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == QUOTE_CHARS {
+            out.push_str(&format!("… ({} bytes in all)", text.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 pub(super) fn cut(mut reason: String) -> String {
     if reason.len() > MAX_REASON_BYTES {
@@ -42,7 +78,7 @@ pub(super) fn accept_actions(
     for action in actions {
         match &action {
             Action::KeyPress { key } if key.is_empty() || key.chars().count() > MAX_KEY_NAME => {
-                return Err(format!("key-press with key name {key:?}"));
+                return Err(format!("key-press with key name {}", quote(key)));
             }
             Action::MouseMove { x, y } if *x > 100_000 || *y > 100_000 => {
                 return Err(format!("mouse-move to {x},{y} is off any screen"));
@@ -84,7 +120,8 @@ pub(super) fn accept_verdict(verdict: Verdict) -> Verdict {
 pub(super) fn accept_plan(plan: Plan, backups: &[BackupFacts]) -> Result<Plan, String> {
     match plan {
         Plan::RestoreBackup { id, .. } if !backups.iter().any(|b| b.id == id) => Err(format!(
-            "restore-backup({id}) names a backup that was not offered"
+            "restore-backup names backup {}, which was not offered",
+            quote(&id)
         )),
         Plan::Wait { after, .. } if after.is_zero() || after > MAX_WAIT => Err(format!(
             "wait of {} ms (must be between 1 ms and 1 h)",
@@ -124,6 +161,19 @@ mod tests {
         assert_eq!(refused.len(), 1);
         let (allowed, _) = accept_actions(asked, Permissions { run_script: true }).unwrap();
         assert_eq!(allowed.len(), 2);
+    }
+
+    #[test]
+    fn a_huge_key_name_is_quoted_in_200_characters() {
+        let key = "k".repeat(8 << 20);
+        let reason =
+            accept_actions(vec![Action::KeyPress { key }], Permissions::default()).unwrap_err();
+        assert!(reason.len() < 300, "{} bytes", reason.len());
+        assert!(reason.contains(&"k".repeat(QUOTE_CHARS)), "{reason}");
+        assert!(reason.ends_with("(8388608 bytes in all)"), "{reason}");
+        assert_eq!(quote("Sh\"ift"), r#""Sh\"ift""#);
+        assert_eq!(excerpt("a\nb"), "a\\nb");
+        assert!(excerpt(&"x".repeat(1000)).ends_with("… (1000 bytes in all)"));
     }
 
     #[test]

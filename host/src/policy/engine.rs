@@ -3,6 +3,8 @@
 //! cache on disk, one linker per role, and the call itself with its memory
 //! cap. Knows nothing of policy files or sessions' state.
 
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,14 +13,16 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
+use super::answer::excerpt;
 use super::error::PolicyError;
 use super::file::{Limits, MAX_MEMORY_BYTES};
 use super::memory::KvMemory;
+use super::role::{PolicyRole, dispatch};
 use super::types::Role;
-use super::wit::{CallState, keepalive, restore, watchdog};
+use super::wit::CallState;
 
 /// How often the epoch advances while calls run: the granularity of
 /// timeouts.
@@ -31,13 +35,6 @@ pub(crate) const MAX_CONCURRENT_CALLS: u32 = 64;
 /// Bytes of each memory (and table) slot reset in place rather than
 /// returned to the kernel.
 const KEEP_RESIDENT: usize = 256 << 10;
-
-/// A compiled plugin, linked for one role, ready to instantiate per call.
-pub(crate) enum RolePre {
-    Keepalive(keepalive::KeepalivePre<CallState>),
-    Watchdog(watchdog::WatchdogPre<CallState>),
-    Restore(restore::RestorePre<CallState>),
-}
 
 /// Where a compiled component came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -53,7 +50,9 @@ pub(crate) struct Plugin {
     pub path: PathBuf,
     /// Full hex sha256 of the `.wasm` bytes.
     pub sha256: String,
-    pub pre: RolePre,
+    /// The role's [`PolicyRole::Pre`]: compiled, linked, ready to
+    /// instantiate per call.
+    pre: Box<dyn Any + Send + Sync>,
     pub compiled_from: CompileSource,
     pub load_time: Duration,
 }
@@ -66,6 +65,12 @@ impl Plugin {
 
     pub fn file_name(&self) -> String {
         super::file::file_name(&self.path)
+    }
+
+    /// The plugin prepared for role `R`; `None` if it was loaded for
+    /// another role.
+    pub fn pre<R: PolicyRole>(&self) -> Option<&R::Pre> {
+        self.pre.downcast_ref()
     }
 }
 
@@ -82,16 +87,15 @@ impl std::fmt::Display for CallFailure {
         match self {
             CallFailure::Trap(m) => write!(f, "trap: {m}"),
             CallFailure::Timeout(t) => write!(f, "timeout after {} ms", t.as_millis()),
-            CallFailure::MemoryLimit(b) => write!(f, "memory limit of {} MiB", b >> 20),
+            CallFailure::MemoryLimit(b) => write!(f, "memory cap of {} MiB", b >> 20),
         }
     }
 }
 
 pub(crate) struct PolicyEngine {
     engine: Engine,
-    keepalive: Linker<CallState>,
-    watchdog: Linker<CallState>,
-    restore: Linker<CallState>,
+    /// One linker per role: WASI (empty) plus the role world's imports.
+    linkers: BTreeMap<Role, Linker<CallState>>,
     cache: CompileCache,
     ticker: EpochTicker,
 }
@@ -99,29 +103,17 @@ pub(crate) struct PolicyEngine {
 impl PolicyEngine {
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PolicyError> {
         let engine = build_engine()?;
-        let linker = |role: Role| -> Result<Linker<CallState>, PolicyError> {
+        let mut linkers = BTreeMap::new();
+        for role in Role::ALL {
             let mut l = Linker::new(&engine);
             // Rust std guests import WASI p2 even when they use none of it;
             // CallState's WasiCtx gives them nothing (no dirs, env, sockets).
             wasmtime_wasi::p2::add_to_linker_sync(&mut l).map_err(engine_error)?;
-            match role {
-                Role::Keepalive => {
-                    keepalive::Keepalive::add_to_linker::<_, HasSelf<CallState>>(&mut l, |s| s)
-                }
-                Role::Watchdog => {
-                    watchdog::Watchdog::add_to_linker::<_, HasSelf<CallState>>(&mut l, |s| s)
-                }
-                Role::Restore => {
-                    restore::Restore::add_to_linker::<_, HasSelf<CallState>>(&mut l, |s| s)
-                }
-            }
-            .map_err(engine_error)?;
-            Ok(l)
-        };
+            dispatch!(role, R => R::link(&mut l)).map_err(engine_error)?;
+            linkers.insert(role, l);
+        }
         Ok(PolicyEngine {
-            keepalive: linker(Role::Keepalive)?,
-            watchdog: linker(Role::Watchdog)?,
-            restore: linker(Role::Restore)?,
+            linkers,
             cache: CompileCache::new(cache_dir, &engine),
             ticker: EpochTicker::start(engine.clone()),
             engine,
@@ -153,32 +145,11 @@ impl PolicyEngine {
             role,
             reason: format!("{e:#}"),
         };
-        let pre = match role {
-            Role::Keepalive => RolePre::Keepalive(
-                keepalive::KeepalivePre::new(
-                    self.keepalive
-                        .instantiate_pre(&component)
-                        .map_err(wrong_world)?,
-                )
-                .map_err(wrong_world)?,
-            ),
-            Role::Watchdog => RolePre::Watchdog(
-                watchdog::WatchdogPre::new(
-                    self.watchdog
-                        .instantiate_pre(&component)
-                        .map_err(wrong_world)?,
-                )
-                .map_err(wrong_world)?,
-            ),
-            Role::Restore => RolePre::Restore(
-                restore::RestorePre::new(
-                    self.restore
-                        .instantiate_pre(&component)
-                        .map_err(wrong_world)?,
-                )
-                .map_err(wrong_world)?,
-            ),
-        };
+        let linked = self.linkers[&role]
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre: Box<dyn Any + Send + Sync> =
+            dispatch!(role, R => Box::new(R::prepare(linked).map_err(wrong_world)?));
         Ok(Plugin {
             path: plugin.to_path_buf(),
             sha256,
@@ -203,7 +174,7 @@ impl PolicyEngine {
         store.set_epoch_deadline(ticks.max(1));
         store.epoch_deadline_trap();
         let outcome = call(&mut store);
-        store.data().flush_output();
+        let output = store.data().flush_output();
         let limit_hit = store.data().limiter.hit;
         let memory = std::mem::take(&mut store.data_mut().memory);
         drop(store);
@@ -213,16 +184,35 @@ impl PolicyEngine {
             } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                 CallFailure::Timeout(limits.timeout)
             } else {
-                CallFailure::Trap(first_line(&format!("{e:#}")))
+                CallFailure::Trap(trap_cause(&e, &output))
             }
         });
         (outcome, memory)
     }
 }
 
-fn first_line(s: &str) -> String {
-    let line = s.lines().next().unwrap_or(s);
-    line.chars().take(300).collect()
+/// What happened, in words: the guest's panic message when it printed
+/// one, the trap's own name ("stack overflow"), or the error's root cause;
+/// never wasmtime's "error while executing at wasm backtrace:" heading.
+/// Cut to about 200 characters: a guest chooses its panic message.
+fn trap_cause(error: &wasmtime::Error, output: &str) -> String {
+    if let Some(at) = output.find("panicked at") {
+        let panic: Vec<&str> = output[at..]
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("note:"))
+            .take(2)
+            .collect();
+        return excerpt(&panic.join(" "));
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => "stack overflow".to_string(),
+        Some(Trap::UnreachableCodeReached) => {
+            "unreachable code reached (a wasm `unreachable`, as after an abort)".to_string()
+        }
+        Some(trap) => excerpt(&trap.to_string()),
+        None => excerpt(&error.root_cause().to_string()),
+    }
 }
 
 fn engine_error(e: wasmtime::Error) -> PolicyError {

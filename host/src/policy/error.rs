@@ -4,18 +4,14 @@
 use std::path::PathBuf;
 
 use super::types::Role;
+use crate::fields::Location;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
     /// The policy file is not valid TOML or not a valid policy.
-    #[error("{}:{line}:{column}: {message}", file.display())]
-    Invalid {
-        file: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    #[error("{at}: {message}")]
+    Invalid { at: Location, message: String },
     #[error("{}: cannot read: {source}", file.display())]
     Read {
         file: PathBuf,

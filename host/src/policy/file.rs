@@ -30,6 +30,7 @@ use toml::Spanned;
 use super::config::{PolicyConfig, flatten};
 use super::error::PolicyError;
 use super::types::Role;
+use crate::fields::{Location, parse_duration, parse_size};
 
 /// Bounds of one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -169,16 +170,13 @@ impl PolicyFile {
         let raw: RawPolicyFile = toml::from_str(text)
             .map_err(|e| at(e.span().unwrap_or(0..0), e.message().trim_end().to_string()))?;
 
-        let role = match raw.role.get_ref().as_str() {
-            "keepalive" => Role::Keepalive,
-            "watchdog" => Role::Watchdog,
-            "restore" => Role::Restore,
-            other => {
-                return Err(at(
-                    raw.role.span(),
-                    format!("role {other:?} is not one of keepalive, watchdog, restore"),
-                ));
-            }
+        let named = raw.role.get_ref().as_str();
+        let Some(role) = Role::ALL.into_iter().find(|r| r.as_str() == named) else {
+            let known: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+            return Err(at(
+                raw.role.span(),
+                format!("role {named:?} is not one of {}", known.join(", ")),
+            ));
         };
 
         let plugin = raw.plugin.get_ref().clone();
@@ -292,68 +290,10 @@ pub(crate) fn file_name(path: &Path) -> String {
 
 /// An error at a byte range of a file, as `file:line:col: message`.
 pub(crate) fn invalid(path: &Path, text: &str, span: Range<usize>, message: String) -> PolicyError {
-    let (line, column) = line_column(text, span.start);
     PolicyError::Invalid {
-        file: path.to_path_buf(),
-        line,
-        column,
+        at: Location::of(path, text, span.start),
         message,
     }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
-}
-
-/// "50ms", "30s", "2m", "1h", or a bare number of milliseconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("{text:?} is not a duration like \"50ms\", \"30s\", \"2m\" or \"1h\"")
-    })?;
-    let ms = match unit.trim() {
-        "" | "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" | "min" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
-}
-
-/// "16MiB", "512KiB", "1GiB", or a bare number of bytes.
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like \"16MiB\""))?;
-    let shift = match unit.trim() {
-        "" | "B" => 0,
-        "KiB" => 10,
-        "MiB" => 20,
-        "GiB" => 30,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (use KiB, MiB or GiB)"
-            ));
-        }
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[derive(Deserialize)]

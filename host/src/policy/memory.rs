@@ -6,9 +6,16 @@
 //! policies never see each other's memory. A call works on a copy that is
 //! written back only when the call succeeded: a trap or timeout leaves the
 //! memory as it was.
+//!
+//! In JSON (the decision journal) a memory is an object of keys to
+//! base64 values: `{"tick": "AwAAAAAAAAA="}`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::id::SessionId;
 
@@ -63,6 +70,35 @@ impl KvMemory {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+}
+
+impl Serialize for KvMemory {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.entries.iter().map(|(k, v)| (k, BASE64.encode(v))))
+    }
+}
+
+impl<'de> Deserialize<'de> for KvMemory {
+    /// Checked like the policy's own writes: a memory read back from a
+    /// journal is one a policy could have left.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let encoded = BTreeMap::<String, String>::deserialize(d)?;
+        let mut memory = KvMemory::default();
+        for (key, value) in encoded {
+            let bytes = BASE64
+                .decode(value.as_bytes())
+                .map_err(|e| D::Error::custom(format!("memory key {key:?}: not base64: {e}")))?;
+            memory.set(&key, bytes).map_err(|refusal| {
+                D::Error::custom(format!("memory key {key:?}: refused ({refusal:?})"))
+            })?;
+        }
+        Ok(memory)
+    }
 }
 
 /// Every policy's memory, for every session.
@@ -102,6 +138,17 @@ impl MemoryBank {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_reads_back_from_json_as_it_was_written() {
+        let mut m = KvMemory::default();
+        m.set("tick", 3u64.to_le_bytes().to_vec()).unwrap();
+        m.set("empty", Vec::new()).unwrap();
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, r#"{"empty":"","tick":"AwAAAAAAAAA="}"#);
+        assert_eq!(serde_json::from_str::<KvMemory>(&json).unwrap(), m);
+        assert!(serde_json::from_str::<KvMemory>(r#"{"":"AA=="}"#).is_err());
+    }
 
     #[test]
     fn the_cap_counts_keys_and_values_and_overwrites_free_space() {

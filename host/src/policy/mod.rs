@@ -12,12 +12,17 @@
 //! (policy files), [`runtime`] ([`PolicyRuntime`], the API other layers
 //! call), [`status`] (provenance, events, status), [`answer`] (what makes
 //! an answer valid), [`builtin`] (the seed behaviour in Rust, and the
-//! fallbacks), [`scenario`] (`vigil policy test`). `engine` (wasmtime,
-//! limits, compile cache), `wit` (bindings and host imports), `reload` and
-//! `watch` (hot reload) are internal.
+//! fallbacks), [`scenario`] (`vigil policy test`). Internal: `role` (one
+//! lifecycle per role behind one trait), `call` (the one call path),
+//! `catalog` (what serves now), `engine` (wasmtime, limits, compile cache),
+//! `wit` (shared bindings and host imports), `reload` and `watch` (hot
+//! reload). Arrows point down that list: `runtime` uses `reload`, `call`
+//! and `catalog`; none of them uses `runtime`.
 
 pub mod answer;
 pub mod builtin;
+mod call;
+mod catalog;
 pub mod clock;
 pub mod config;
 mod engine;
@@ -26,6 +31,7 @@ pub mod file;
 pub mod memory;
 pub mod metrics;
 mod reload;
+pub(crate) mod role;
 pub mod runtime;
 pub mod scenario;
 pub mod status;
@@ -40,12 +46,14 @@ pub use error::PolicyError;
 pub use file::{Limits, Permissions, PolicyFile};
 pub use memory::MEMORY_CAP_BYTES;
 pub use metrics::{CallCounters, MetricsSnapshot};
-pub use runtime::{PolicyRuntime, PolicySource, RuntimeOptions};
+pub use reload::PolicySource;
+pub use runtime::{PolicyRuntime, RuntimeOptions};
 pub use status::{
-    Binding, Decision, FallbackCause, PolicyRef, PolicyStatus, Rejection, ReloadEvent, ServedBy,
+    Binding, CallRecord, Decision, FallbackCause, PolicyRef, PolicyStatus, Rejection, ReloadEvent,
+    ServedBy,
 };
 pub use types::{
-    Action, BackupFacts, CriticalFile, Facts, Inventory, LockState, Plan, Role, SessionState,
-    Verdict,
+    Action, BackupFacts, CriticalFile, Facts, Inventory, LockState, Plan, RestoreQuestion, Role,
+    SessionState, Verdict,
 };
 pub use watch::ReloadWatcher;

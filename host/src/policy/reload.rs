@@ -1,38 +1,127 @@
 //! Reloading policies: list the source's policy files, skip those whose
 //! file and plugin did not change, load the rest (parse, compile or read the
-//! compile cache, link, self-check), swap the new set in atomically, and
-//! report what happened. Also the status snapshot built from what the
-//! reloads saw.
+//! compile cache, link, self-check), swap the new set into the catalog
+//! atomically, and report what happened. Also the status snapshot built
+//! from what the reloads saw.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
 
-use super::engine::hex;
+use super::call::self_check;
+use super::catalog::{Catalog, LoadedPolicy};
+use super::clock::Clock;
+use super::config::PolicyConfig;
+use super::engine::{PolicyEngine, hex};
 use super::error::PolicyError;
-use super::file::{PolicyFile, SessionPattern, file_name};
-use super::runtime::{LoadedPolicy, PolicySource, Shared, parent};
+use super::file::{Limits, Permissions, PolicyFile, SessionPattern, file_name};
+use super::role::dispatch;
 use super::status::{PolicyInfo, PolicyStatus, Rejection, ReloadEvent, ReloadSummary};
+use super::types::Role;
+
+/// Where the runtime finds its policies.
+#[derive(Clone, Debug)]
+pub enum PolicySource {
+    /// Every `*.toml` file directly in this folder (not subfolders).
+    Directory(PathBuf),
+    /// One policy file.
+    File(PathBuf),
+    /// A bare plugin bound to every session, for `vigil policy test` on a
+    /// `.wasm`.
+    Plugin {
+        wasm: PathBuf,
+        role: Role,
+        config: PolicyConfig,
+        permissions: Permissions,
+    },
+}
+
+impl PolicySource {
+    pub(super) fn path(&self) -> &Path {
+        match self {
+            PolicySource::Directory(p) | PolicySource::File(p) => p,
+            PolicySource::Plugin { wasm, .. } => wasm,
+        }
+    }
+}
+
+pub(super) fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// What a reload works with: the engine to compile with, the catalog to
+/// swap, the clock that dates it, and where its events go.
+pub(super) struct ReloadTools<'a> {
+    pub engine: &'a PolicyEngine,
+    pub catalog: &'a Catalog,
+    pub clock: &'a dyn Clock,
+    pub events: &'a broadcast::Sender<ReloadEvent>,
+}
+
+/// Reloads the policies of one source, remembering what it saw.
+pub(super) struct Reloader {
+    source: PolicySource,
+    default_limits: Limits,
+    book: Mutex<ReloadBook>,
+}
 
 /// What the reloads so far saw, to skip files that did not change and to
 /// keep rejections visible until the file is fixed.
 #[derive(Default)]
-pub(super) struct ReloadBook {
+struct ReloadBook {
     /// Per policy name: (sha256 of the file, sha256 of its plugin) at the
     /// last attempt, accepted or not.
     seen: BTreeMap<String, (String, Option<String>)>,
     rejected: BTreeMap<String, Rejection>,
     last_reload: Option<ReloadSummary>,
     /// Folders holding the policies' plugins, for the watcher.
-    pub(super) plugin_dirs: BTreeSet<PathBuf>,
+    plugin_dirs: BTreeSet<PathBuf>,
 }
 
-impl Shared {
+impl Reloader {
+    pub fn new(source: PolicySource, default_limits: Limits) -> Self {
+        Reloader {
+            source,
+            default_limits,
+            book: Mutex::new(ReloadBook::default()),
+        }
+    }
+
+    pub fn default_limits(&self) -> Limits {
+        self.default_limits
+    }
+
+    /// The folders a watcher must watch: the policy source and every
+    /// referenced plugin's folder.
+    pub fn watch_dirs(&self) -> BTreeSet<PathBuf> {
+        let mut dirs = self
+            .book
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .plugin_dirs
+            .clone();
+        match &self.source {
+            PolicySource::Directory(d) => {
+                dirs.insert(d.clone());
+            }
+            PolicySource::File(f) | PolicySource::Plugin { wasm: f, .. } => {
+                dirs.insert(parent(f));
+            }
+        }
+        dirs
+    }
+
     fn load(
         &self,
+        tools: &ReloadTools<'_>,
         file: PolicyFile,
+        file_sha: &str,
         previous: Option<&LoadedPolicy>,
         wasm: &[u8],
         wasm_sha: &str,
@@ -40,24 +129,28 @@ impl Shared {
         let plugin = match previous {
             Some(p) if p.plugin.sha256 == wasm_sha && p.file.role == file.role => p.plugin.clone(),
             _ => Arc::new(
-                self.engine
+                tools
+                    .engine
                     .load(&file.path, &file.plugin_path, file.role, wasm)?,
             ),
         };
+        let now_ms = tools.clock.now_ms();
         let loaded = LoadedPolicy {
             name: Arc::from(file.name.as_str()),
+            file_sha256: Arc::from(file_sha),
             limits: file.limits(self.default_limits),
             config: Arc::new(file.config.clone()),
             plugin,
-            loaded_at_ms: self.clock.now_ms(),
+            loaded_at_ms: now_ms,
             file,
         };
-        self.self_check(&loaded)
-            .map_err(|cause| PolicyError::SelfCheck {
+        dispatch!(loaded.file.role, R => self_check::<R>(tools.engine, &loaded, now_ms)).map_err(
+            |cause| PolicyError::SelfCheck {
                 policy: loaded.file.path.clone(),
                 plugin: loaded.file.plugin_path.clone(),
                 cause,
-            })?;
+            },
+        )?;
         Ok(loaded)
     }
 
@@ -100,13 +193,9 @@ impl Shared {
         }
     }
 
-    pub(super) fn reconcile(&self) -> Vec<ReloadEvent> {
-        let mut book = self.reload.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self
-            .catalog
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+    pub fn reconcile(&self, tools: &ReloadTools<'_>) -> Vec<ReloadEvent> {
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let current = tools.catalog.current();
         let by_name: BTreeMap<&str, &Arc<LoadedPolicy>> =
             current.iter().map(|p| (&*p.name, p)).collect();
         let specs = match self.list() {
@@ -126,11 +215,11 @@ impl Shared {
             let name = file_name(&path);
             names.insert(name.clone());
             let previous = by_name.get(name.as_str()).copied();
-            let attempt = self.attempt(&spec, &mut book, previous, &mut plugin_dirs);
+            let attempt = self.attempt(tools, &spec, &mut book, previous, &mut plugin_dirs);
             match attempt {
                 Attempt::Unchanged => next.extend(previous.cloned()),
                 Attempt::Accepted(loaded) => {
-                    let loaded = Arc::new(loaded);
+                    let loaded = Arc::new(*loaded);
                     tracing::info!(policy = %name, role = %loaded.file.role, plugin = %loaded.plugin.path.display(), sha256 = loaded.plugin.short_sha(), from = ?loaded.plugin.compiled_from, load_ms = loaded.plugin.load_time.as_secs_f64() * 1e3, "policy loaded");
                     book.rejected.remove(&name);
                     events.push(ReloadEvent::Accepted {
@@ -151,7 +240,7 @@ impl Shared {
                         Rejection {
                             file: path.clone(),
                             reason: reason.clone(),
-                            at_ms: self.clock.now_ms(),
+                            at_ms: tools.clock.now_ms(),
                             still_serving: still_serving.clone(),
                         },
                     );
@@ -175,13 +264,13 @@ impl Shared {
         book.plugin_dirs = plugin_dirs;
 
         if !events.is_empty() {
-            *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+            tools.catalog.swap(next);
             book.last_reload = Some(ReloadSummary {
-                at_ms: self.clock.now_ms(),
+                at_ms: tools.clock.now_ms(),
                 events: events.clone(),
             });
             for e in &events {
-                let _ = self.events.send(e.clone());
+                let _ = tools.events.send(e.clone());
             }
         }
         events
@@ -189,6 +278,7 @@ impl Shared {
 
     fn attempt(
         &self,
+        tools: &ReloadTools<'_>,
         spec: &PolicySpec,
         book: &mut ReloadBook,
         previous: Option<&Arc<LoadedPolicy>>,
@@ -246,13 +336,20 @@ impl Shared {
             }
         };
         let wasm_sha = hex(&Sha256::digest(&wasm));
-        let fingerprint = (file_sha, Some(wasm_sha.clone()));
+        let fingerprint = (file_sha.clone(), Some(wasm_sha.clone()));
         if book.seen.get(&name) == Some(&fingerprint) {
             return Attempt::Unchanged;
         }
         book.seen.insert(name, fingerprint);
-        match self.load(file, previous.map(|p| &**p), &wasm, &wasm_sha) {
-            Ok(loaded) => Attempt::Accepted(loaded),
+        match self.load(
+            tools,
+            file,
+            &file_sha,
+            previous.map(|p| &**p),
+            &wasm,
+            &wasm_sha,
+        ) {
+            Ok(loaded) => Attempt::Accepted(Box::new(loaded)),
             Err(e) => Attempt::Rejected(e),
         }
     }
@@ -272,13 +369,9 @@ impl Shared {
         Attempt::Rejected(error)
     }
 
-    pub(super) fn status(&self) -> PolicyStatus {
-        let catalog = self
-            .catalog
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let book = self.reload.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn status(&self, catalog: &Catalog) -> PolicyStatus {
+        let catalog = catalog.current();
+        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
         PolicyStatus {
             source: self.source.path().to_path_buf(),
             policies: catalog
@@ -323,6 +416,6 @@ impl PolicySpec {
 
 enum Attempt {
     Unchanged,
-    Accepted(LoadedPolicy),
+    Accepted(Box<LoadedPolicy>),
     Rejected(PolicyError),
 }

@@ -1,58 +1,32 @@
 //! [`PolicyRuntime`]: one per process. Loads policy files, answers the
-//! supervisor's questions through the bound plugin (or the built-in
+//! session layer's questions through the bound plugin (or the built-in
 //! defaults), falls back safely when a plugin fails, and swaps in new
-//! versions atomically on reload.
+//! versions atomically on reload. Every role goes through the same
+//! [`decide`](PolicyRuntime::decide); the typed methods are its names.
 
-use std::cmp::Reverse;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, broadcast};
 
-use super::answer::{accept_actions, accept_plan, accept_verdict};
-use super::builtin;
+use super::call::{self, CallSetup, Called, Target};
+use super::catalog::{Catalog, LoadedPolicy, builtin_binding};
 use super::clock::{Clock, SystemClock};
 use super::config::PolicyConfig;
-use super::engine::{CallFailure, MAX_CONCURRENT_CALLS, Plugin, PolicyEngine, RolePre};
+use super::engine::{MAX_CONCURRENT_CALLS, PolicyEngine};
 use super::error::PolicyError;
-use super::file::{Limits, Permissions, PolicyFile};
+use super::file::Limits;
 use super::memory::{KvMemory, MemoryBank};
-use super::metrics::{BUILTIN_PLUGIN, CallTally, Metrics, MetricsSnapshot};
-use super::reload::ReloadBook;
+use super::metrics::{BUILTIN_PLUGIN, Metrics, MetricsSnapshot};
+use super::reload::{PolicySource, ReloadTools, Reloader};
+use super::role::{Keepalive, PolicyRole, Restore, Watchdog};
 use super::status::{
-    Binding, Decision, FallbackCause, PolicyRef, PolicyStatus, ReloadEvent, ServedBy,
+    Binding, CallRecord, Decision, FallbackCause, PolicyStatus, ReloadEvent, ServedBy,
 };
-use super::types::{Action, BackupFacts, Facts, Inventory, Plan, Role, SessionState, Verdict};
-use super::wit::{self, CallState};
+use super::types::{Action, BackupFacts, Facts, Inventory, Plan, RestoreQuestion, Role, Verdict};
 use crate::id::SessionId;
-
-/// Where the runtime finds its policies.
-#[derive(Clone, Debug)]
-pub enum PolicySource {
-    /// Every `*.toml` file directly in this folder (not subfolders).
-    Directory(PathBuf),
-    /// One policy file.
-    File(PathBuf),
-    /// A bare plugin bound to every session, for `vigil policy test` on a
-    /// `.wasm`.
-    Plugin {
-        wasm: PathBuf,
-        role: Role,
-        config: PolicyConfig,
-        permissions: Permissions,
-    },
-}
-
-impl PolicySource {
-    pub(super) fn path(&self) -> &Path {
-        match self {
-            PolicySource::Directory(p) | PolicySource::File(p) => p,
-            PolicySource::Plugin { wasm, .. } => wasm,
-        }
-    }
-}
 
 /// How to build a [`PolicyRuntime`].
 #[derive(Clone)]
@@ -94,41 +68,22 @@ impl RuntimeOptions {
 /// The policy runtime. Cheap to clone; every clone is the same runtime.
 #[derive(Clone)]
 pub struct PolicyRuntime {
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
-pub(crate) struct Shared {
-    pub(super) engine: PolicyEngine,
-    pub(super) source: PolicySource,
-    pub(super) default_limits: Limits,
-    pub(super) clock: Arc<dyn Clock>,
-    pub(super) catalog: RwLock<Arc<Vec<Arc<LoadedPolicy>>>>,
-    pub(super) reload: Mutex<ReloadBook>,
-    pub(super) memory: MemoryBank,
-    pub(super) metrics: Metrics,
-    pub(super) events: broadcast::Sender<ReloadEvent>,
-    pub(super) call_slots: Semaphore,
+struct Shared {
+    engine: PolicyEngine,
+    reloader: Reloader,
+    catalog: Catalog,
+    clock: Arc<dyn Clock>,
+    memory: MemoryBank,
+    metrics: Metrics,
+    events: broadcast::Sender<ReloadEvent>,
+    call_slots: Semaphore,
 }
 
-/// A policy file that passed every check and serves.
-pub(crate) struct LoadedPolicy {
-    pub(super) file: PolicyFile,
-    pub(super) name: Arc<str>,
-    pub(super) limits: Limits,
-    pub(super) config: Arc<PolicyConfig>,
-    pub(super) plugin: Arc<Plugin>,
-    pub(super) loaded_at_ms: u64,
-}
-
-impl LoadedPolicy {
-    fn reference(&self) -> PolicyRef {
-        PolicyRef {
-            file: self.file.path.clone(),
-            plugin: self.plugin.path.clone(),
-            sha256: self.plugin.short_sha().to_owned(),
-        }
-    }
-}
+/// The config of the built-in defaults: none.
+static NO_CONFIG: LazyLock<Arc<PolicyConfig>> = LazyLock::new(|| Arc::new(PolicyConfig::new()));
 
 impl PolicyRuntime {
     /// Builds the runtime and loads every policy. Blocking (compiles
@@ -147,11 +102,9 @@ impl PolicyRuntime {
         let runtime = PolicyRuntime {
             shared: Arc::new(Shared {
                 engine: PolicyEngine::new(options.cache_dir)?,
-                source: options.source,
-                default_limits: options.default_limits,
+                reloader: Reloader::new(options.source, options.default_limits),
+                catalog: Catalog::default(),
                 clock: options.clock,
-                catalog: RwLock::new(Arc::new(Vec::new())),
-                reload: Mutex::new(ReloadBook::default()),
                 memory: MemoryBank::default(),
                 metrics: Metrics::default(),
                 events: broadcast::channel(64).0,
@@ -171,30 +124,12 @@ impl PolicyRuntime {
 
     /// What to do to keep `facts.session` looking used.
     pub async fn keepalive(&self, facts: &Facts) -> Decision<Vec<Action>> {
-        let Some(policy) = self.shared.resolve(&facts.session, Role::Keepalive) else {
-            return self.shared.builtin_keepalive(facts);
-        };
-        let _slot = self.shared.call_slots.acquire().await;
-        let (shared, facts) = (self.shared.clone(), facts.clone());
-        let fallback = policy.reference();
-        tokio::task::spawn_blocking(move || shared.keepalive_with(&policy, &facts))
-            .await
-            .unwrap_or_else(|_| interrupted(fallback, builtin::keepalive_fallback()))
+        self.decide::<Keepalive>(facts.clone()).await
     }
 
     /// The watchdog's verdict on `facts.session`.
     pub async fn watchdog(&self, facts: &Facts) -> Decision<Verdict> {
-        let Some(policy) = self.shared.resolve(&facts.session, Role::Watchdog) else {
-            return self.shared.builtin_watchdog(facts);
-        };
-        let _slot = self.shared.call_slots.acquire().await;
-        let (shared, facts) = (self.shared.clone(), facts.clone());
-        let fallback = policy.reference();
-        tokio::task::spawn_blocking(move || shared.watchdog_with(&policy, &facts))
-            .await
-            .unwrap_or_else(|_| {
-                interrupted(fallback, builtin::watchdog_fallback("call interrupted"))
-            })
+        self.decide::<Watchdog>(facts.clone()).await
     }
 
     /// Where `session`'s profile should come from.
@@ -204,36 +139,19 @@ impl PolicyRuntime {
         inventory: &Inventory,
         backups: &[BackupFacts],
     ) -> Decision<Plan> {
-        let Some(policy) = self.shared.resolve(session, Role::Restore) else {
-            return self.shared.builtin_restore(session, inventory, backups);
-        };
-        let _slot = self.shared.call_slots.acquire().await;
-        let shared = self.shared.clone();
-        let (session, inventory, backups) = (session.clone(), inventory.clone(), backups.to_vec());
-        let fallback = policy.reference();
-        let fallback_plan = builtin::restore_fallback(&inventory, "call interrupted");
-        tokio::task::spawn_blocking(move || {
-            shared.restore_with(&policy, &session, &inventory, &backups)
-        })
-        .await
-        .unwrap_or_else(|_| interrupted(fallback, fallback_plan))
+        self.decide::<Restore>(restore_question(session, inventory, backups))
+            .await
     }
 
     /// [`keepalive`](Self::keepalive) on the calling thread (CLI, tests,
     /// benchmarks; never on an async executor thread).
     pub fn keepalive_blocking(&self, facts: &Facts) -> Decision<Vec<Action>> {
-        match self.shared.resolve(&facts.session, Role::Keepalive) {
-            Some(policy) => self.shared.keepalive_with(&policy, facts),
-            None => self.shared.builtin_keepalive(facts),
-        }
+        self.decide_blocking::<Keepalive>(facts)
     }
 
     /// [`watchdog`](Self::watchdog) on the calling thread.
     pub fn watchdog_blocking(&self, facts: &Facts) -> Decision<Verdict> {
-        match self.shared.resolve(&facts.session, Role::Watchdog) {
-            Some(policy) => self.shared.watchdog_with(&policy, facts),
-            None => self.shared.builtin_watchdog(facts),
-        }
+        self.decide_blocking::<Watchdog>(facts)
     }
 
     /// [`restore`](Self::restore) on the calling thread.
@@ -243,12 +161,59 @@ impl PolicyRuntime {
         inventory: &Inventory,
         backups: &[BackupFacts],
     ) -> Decision<Plan> {
-        match self.shared.resolve(session, Role::Restore) {
-            Some(policy) => self
-                .shared
-                .restore_with(&policy, session, inventory, backups),
-            None => self.shared.builtin_restore(session, inventory, backups),
-        }
+        self.decide_blocking::<Restore>(&restore_question(session, inventory, backups))
+    }
+
+    /// One decision of role `R`: the bound plugin in its own sandbox off
+    /// the async executor (at most [`MAX_CONCURRENT_CALLS`] at once), or
+    /// the built-in defaults inline.
+    pub(crate) async fn decide<R: PolicyRole>(&self, input: R::Input) -> Decision<R::Answer> {
+        let Some(policy) = self.shared.catalog.resolve(R::session(&input), R::ROLE) else {
+            return self.shared.decide::<R>(None, &input);
+        };
+        let _slot = self.shared.call_slots.acquire().await;
+        let shared = self.shared.clone();
+        let fallback_for = (policy.clone(), input.clone());
+        tokio::task::spawn_blocking(move || shared.decide::<R>(Some(&policy), &input))
+            .await
+            .unwrap_or_else(|_| interrupted::<R>(&fallback_for.0, &fallback_for.1))
+    }
+
+    /// [`decide`](Self::decide) on the calling thread.
+    pub(crate) fn decide_blocking<R: PolicyRole>(&self, input: &R::Input) -> Decision<R::Answer> {
+        let policy = self.shared.catalog.resolve(R::session(input), R::ROLE);
+        self.shared.decide::<R>(policy.as_deref(), input)
+    }
+
+    /// The call a journal recorded, made again with this runtime's policy
+    /// of role `R` (the one a single policy file loads, whatever sessions
+    /// it names) at the recorded clock, with the recorded memory, and with
+    /// `config` (the policy file's own when `None`). Nothing is kept or
+    /// counted. `None` when no policy of that role is loaded.
+    pub(crate) fn replay<R: PolicyRole>(
+        &self,
+        input: &R::Input,
+        now_ms: u64,
+        config: Option<Arc<PolicyConfig>>,
+        memory: KvMemory,
+    ) -> Option<Decision<R::Answer>> {
+        let catalog = self.shared.catalog.current();
+        let policy = catalog.iter().find(|p| p.file.role == R::ROLE)?;
+        let setup = CallSetup {
+            now_ms,
+            config: config.unwrap_or_else(|| policy.config.clone()),
+            memory,
+        };
+        let called = call::call::<R>(&self.shared.engine, Target::Policy(policy), input, setup);
+        Some(called.decision)
+    }
+
+    /// The `[config]` of the policy of role `R` a [`replay`](Self::replay)
+    /// calls.
+    pub(crate) fn loaded_config<R: PolicyRole>(&self) -> Option<Arc<PolicyConfig>> {
+        let catalog = self.shared.catalog.current();
+        let policy = catalog.iter().find(|p| p.file.role == R::ROLE)?;
+        Some(policy.config.clone())
     }
 
     /// Which policy serves `session` in `role`, how often, with which
@@ -257,21 +222,9 @@ impl PolicyRuntime {
     /// When several files match, the highest `priority` wins; on a tie the
     /// file whose name sorts first (byte order) wins.
     pub fn binding(&self, session: &SessionId, role: Role) -> Binding {
-        match self.shared.resolve(session, role) {
-            Some(p) => Binding {
-                role,
-                policy: Some(p.reference()),
-                interval: p.file.interval,
-                limits: p.limits,
-                permissions: p.file.permissions,
-            },
-            None => Binding {
-                role,
-                policy: None,
-                interval: PolicyFile::default_interval(role),
-                limits: self.shared.default_limits,
-                permissions: Permissions::default(),
-            },
+        match self.shared.catalog.resolve(session, role) {
+            Some(p) => p.binding(),
+            None => builtin_binding(role, self.shared.reloader.default_limits()),
         }
     }
 
@@ -283,11 +236,17 @@ impl PolicyRuntime {
     /// Looks at every policy file and plugin now and swaps in what changed.
     /// Blocking. The watcher calls this; tests and tools may too.
     pub fn reload_now(&self) -> Vec<ReloadEvent> {
-        self.shared.reconcile()
+        let shared = &self.shared;
+        shared.reloader.reconcile(&ReloadTools {
+            engine: &shared.engine,
+            catalog: &shared.catalog,
+            clock: &*shared.clock,
+            events: &shared.events,
+        })
     }
 
     pub fn status(&self) -> PolicyStatus {
-        self.shared.status()
+        self.shared.reloader.status(&self.shared.catalog)
     }
 
     pub fn metrics(&self) -> MetricsSnapshot {
@@ -300,363 +259,97 @@ impl PolicyRuntime {
         self.shared.memory.forget(session);
     }
 
+    /// Sets the memory the policy bound to `session` in `role` keeps of
+    /// it (a scenario's starting memory).
+    pub fn seed_memory(&self, session: &SessionId, role: Role, memory: KvMemory) {
+        let key = self
+            .shared
+            .memory_key(self.shared.catalog.resolve(session, role).as_deref(), role);
+        self.shared.memory.commit(&key, session, memory);
+    }
+
     /// The folders the watcher must watch: the policy source and every
     /// referenced plugin's folder.
     pub(crate) fn watch_dirs(&self) -> BTreeSet<PathBuf> {
-        let mut dirs = self
-            .shared
-            .reload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .plugin_dirs
-            .clone();
-        match &self.shared.source {
-            PolicySource::Directory(d) => {
-                dirs.insert(d.clone());
-            }
-            PolicySource::File(f) | PolicySource::Plugin { wasm: f, .. } => {
-                dirs.insert(parent(f));
-            }
-        }
-        dirs
+        self.shared.reloader.watch_dirs()
     }
 }
 
-pub(super) fn parent(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+fn restore_question(
+    session: &SessionId,
+    inventory: &Inventory,
+    backups: &[BackupFacts],
+) -> RestoreQuestion {
+    RestoreQuestion {
+        session: session.clone(),
+        inventory: inventory.clone(),
+        backups: backups.to_vec(),
     }
 }
 
-fn interrupted<T>(policy: PolicyRef, value: T) -> Decision<T> {
+/// The answer when the blocking task running a call was lost.
+fn interrupted<R: PolicyRole>(policy: &LoadedPolicy, input: &R::Input) -> Decision<R::Answer> {
+    let cause = FallbackCause::Interrupted;
     Decision {
-        value,
+        value: R::fallback(input, &cause.to_string()),
         served_by: ServedBy::Fallback {
-            policy,
-            cause: FallbackCause::Interrupted,
+            policy: policy.reference(),
+            cause,
         },
         took: Duration::ZERO,
         refused: Vec::new(),
+        binding: policy.binding(),
+        record: CallRecord {
+            now_ms: 0,
+            config: policy.config.clone(),
+            memory_before: KvMemory::default(),
+            memory_after: None,
+            plugin_sha256: Some(Arc::from(policy.plugin.sha256.as_str())),
+            file_sha256: Some(policy.file_sha256.clone()),
+        },
     }
-}
-
-fn cause_of(failure: CallFailure) -> (FallbackCause, CallTally) {
-    let mut tally = CallTally {
-        fallback: true,
-        ..CallTally::default()
-    };
-    let cause = match failure {
-        CallFailure::Trap(message) => {
-            tally.trap = true;
-            FallbackCause::Trap { message }
-        }
-        CallFailure::Timeout(limit) => {
-            tally.timeout = true;
-            FallbackCause::Timeout { limit }
-        }
-        CallFailure::MemoryLimit(limit_bytes) => {
-            tally.memory_limit = true;
-            FallbackCause::MemoryLimit { limit_bytes }
-        }
-    };
-    (cause, tally)
-}
-
-/// The facts of the load-time self-check call.
-fn self_check_facts() -> Facts {
-    let mut facts = Facts::new(
-        SessionId::new("self-check").expect("valid id"),
-        SessionState::Connected,
-    );
-    facts.last_probe_detail = "connected".into();
-    facts
-}
-
-enum Answer<T> {
-    Value(T, Vec<Action>),
-    Invalid(String),
 }
 
 impl Shared {
-    fn resolve(&self, session: &SessionId, role: Role) -> Option<Arc<LoadedPolicy>> {
-        let catalog = self
-            .catalog
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        catalog
-            .iter()
-            .filter(|p| p.file.role == role && p.file.matches(session.as_str()))
-            .max_by_key(|p| (p.file.priority, Reverse(p.name.clone())))
-            .cloned()
-    }
-
-    fn builtin_memory_key(role: Role) -> String {
-        format!("builtin/{role}")
-    }
-
-    fn builtin_keepalive(&self, facts: &Facts) -> Decision<Vec<Action>> {
-        let started = Instant::now();
-        let key = Self::builtin_memory_key(Role::Keepalive);
-        let mut memory = self.memory.checkout(&key, &facts.session);
-        let value = builtin::keepalive(facts, &PolicyConfig::new(), &mut memory);
-        self.memory.commit(&key, &facts.session, memory);
-        self.builtin_decision(Role::Keepalive, value, started)
-    }
-
-    fn builtin_watchdog(&self, facts: &Facts) -> Decision<Verdict> {
-        let started = Instant::now();
-        let key = Self::builtin_memory_key(Role::Watchdog);
-        let mut memory = self.memory.checkout(&key, &facts.session);
-        let value = builtin::watchdog(
-            facts,
-            &PolicyConfig::new(),
-            self.clock.now_ms(),
-            &mut memory,
-        );
-        self.memory.commit(&key, &facts.session, memory);
-        self.builtin_decision(Role::Watchdog, value, started)
-    }
-
-    fn builtin_restore(
-        &self,
-        _session: &SessionId,
-        inventory: &Inventory,
-        backups: &[BackupFacts],
-    ) -> Decision<Plan> {
-        let started = Instant::now();
-        let value = builtin::restore(inventory, backups, &PolicyConfig::new());
-        self.builtin_decision(Role::Restore, value, started)
-    }
-
-    fn builtin_decision<T>(&self, role: Role, value: T, started: Instant) -> Decision<T> {
-        let took = started.elapsed();
-        self.metrics
-            .record(BUILTIN_PLUGIN, role, took, CallTally::default());
-        Decision {
-            value,
-            served_by: ServedBy::BuiltIn,
-            took,
-            refused: Vec::new(),
+    /// Whose memory a call works on: the policy's (by file name), or the
+    /// built-in defaults' of that role.
+    fn memory_key(&self, policy: Option<&LoadedPolicy>, role: Role) -> String {
+        match policy {
+            Some(p) => p.name.to_string(),
+            None => format!("builtin/{role}"),
         }
     }
 
-    fn call_state(
+    /// One call of `policy` (or the built-in defaults) with the session's
+    /// memory, kept when the call succeeded; counted.
+    fn decide<R: PolicyRole>(
         &self,
-        policy: &LoadedPolicy,
-        session: &SessionId,
-        memory: KvMemory,
-    ) -> CallState {
-        CallState::new(
-            policy.limits.memory_bytes,
-            memory,
-            policy.config.clone(),
-            self.clock.clone(),
-            policy.name.clone(),
-            session.clone(),
-        )
-    }
-
-    /// One call of a loaded plugin: fresh Store, limits, memory copy-in and
-    /// (on success) copy-out, validation, fallback, counting, logging.
-    fn decide<T, R>(
-        &self,
-        policy: &LoadedPolicy,
-        session: &SessionId,
-        call: impl FnOnce(&mut wasmtime::Store<CallState>, &RolePre) -> wasmtime::Result<R>,
-        accept: impl FnOnce(R) -> Answer<T>,
-        fallback: impl FnOnce(&str) -> T,
-        keep_memory: bool,
-    ) -> Decision<T> {
-        let started = Instant::now();
-        let memory = self.memory.checkout(&policy.name, session);
-        let state = self.call_state(policy, session, memory);
-        let pre = &policy.plugin.pre;
-        let (outcome, memory) = self
-            .engine
-            .call(policy.limits, state, |store| call(store, pre));
-        let (result, mut tally) = match outcome {
-            Ok(raw) => match accept(raw) {
-                Answer::Value(value, refused) => {
-                    if keep_memory {
-                        self.memory.commit(&policy.name, session, memory);
-                    }
-                    (Ok((value, refused)), CallTally::default())
-                }
-                Answer::Invalid(reason) => (
-                    Err(FallbackCause::InvalidAnswer { reason }),
-                    CallTally {
-                        invalid_answer: true,
-                        fallback: true,
-                        ..CallTally::default()
-                    },
-                ),
+        policy: Option<&LoadedPolicy>,
+        input: &R::Input,
+    ) -> Decision<R::Answer> {
+        let session = R::session(input);
+        let key = self.memory_key(policy, R::ROLE);
+        let setup = CallSetup {
+            now_ms: self.clock.now_ms(),
+            config: policy.map_or_else(|| NO_CONFIG.clone(), |p| p.config.clone()),
+            memory: self.memory.checkout(&key, session),
+        };
+        let target = match policy {
+            Some(p) => Target::Policy(p),
+            None => Target::BuiltIn {
+                limits: self.reloader.default_limits(),
             },
-            Err(failure) => {
-                let (cause, tally) = cause_of(failure);
-                (Err(cause), tally)
-            }
         };
-        let took = started.elapsed();
-        let role = policy.file.role;
-        let decision = match result {
-            Ok((value, refused)) => {
-                for action in &refused {
-                    tracing::warn!(policy = %policy.name, %session, action = action.kind(), "refused: the policy file does not grant run_script");
-                }
-                tally.refused_actions = refused.len() as u64;
-                Decision {
-                    value,
-                    served_by: ServedBy::Policy(policy.reference()),
-                    took,
-                    refused,
-                }
-            }
-            Err(cause) => {
-                tracing::warn!(policy = %policy.name, plugin = %policy.plugin.path.display(), %session, %role, %cause, "policy call failed; using the safe fallback");
-                Decision {
-                    value: fallback(&cause.to_string()),
-                    served_by: ServedBy::Fallback {
-                        policy: policy.reference(),
-                        cause,
-                    },
-                    took,
-                    refused: Vec::new(),
-                }
-            }
-        };
-        self.metrics
-            .record(&policy.plugin.file_name(), role, took, tally);
+        let Called {
+            decision,
+            keep,
+            tally,
+        } = call::call::<R>(&self.engine, target, input, setup);
+        if let Some(memory) = keep {
+            self.memory.commit(&key, session, memory);
+        }
+        let plugin = policy.map_or_else(|| BUILTIN_PLUGIN.to_string(), |p| p.plugin.file_name());
+        self.metrics.record(&plugin, R::ROLE, decision.took, tally);
         decision
-    }
-
-    fn keepalive_with(&self, policy: &LoadedPolicy, facts: &Facts) -> Decision<Vec<Action>> {
-        self.keepalive_call(policy, facts, true)
-    }
-
-    fn keepalive_call(
-        &self,
-        policy: &LoadedPolicy,
-        facts: &Facts,
-        keep_memory: bool,
-    ) -> Decision<Vec<Action>> {
-        let input = wit::facts(facts);
-        let permissions = policy.file.permissions;
-        self.decide(
-            policy,
-            &facts.session,
-            |store, pre| match pre {
-                RolePre::Keepalive(pre) => {
-                    pre.instantiate(&mut *store)?.call_tick(&mut *store, &input)
-                }
-                _ => Err(wasmtime::Error::msg("plugin is not linked as a keepalive")),
-            },
-            |raw| match accept_actions(raw.into_iter().map(wit::action).collect(), permissions) {
-                Ok((allowed, refused)) => Answer::Value(allowed, refused),
-                Err(reason) => Answer::Invalid(reason),
-            },
-            |_| builtin::keepalive_fallback(),
-            keep_memory,
-        )
-    }
-
-    fn watchdog_with(&self, policy: &LoadedPolicy, facts: &Facts) -> Decision<Verdict> {
-        self.watchdog_call(policy, facts, true)
-    }
-
-    fn watchdog_call(
-        &self,
-        policy: &LoadedPolicy,
-        facts: &Facts,
-        keep_memory: bool,
-    ) -> Decision<Verdict> {
-        let input = wit::facts(facts);
-        self.decide(
-            policy,
-            &facts.session,
-            |store, pre| match pre {
-                RolePre::Watchdog(pre) => pre
-                    .instantiate(&mut *store)?
-                    .call_check(&mut *store, &input),
-                _ => Err(wasmtime::Error::msg("plugin is not linked as a watchdog")),
-            },
-            |raw| Answer::Value(accept_verdict(wit::verdict(raw)), Vec::new()),
-            builtin::watchdog_fallback,
-            keep_memory,
-        )
-    }
-
-    fn restore_with(
-        &self,
-        policy: &LoadedPolicy,
-        session: &SessionId,
-        inventory: &Inventory,
-        backups: &[BackupFacts],
-    ) -> Decision<Plan> {
-        self.restore_call(policy, session, inventory, backups, true)
-    }
-
-    fn restore_call(
-        &self,
-        policy: &LoadedPolicy,
-        session: &SessionId,
-        inventory: &Inventory,
-        backups: &[BackupFacts],
-        keep_memory: bool,
-    ) -> Decision<Plan> {
-        let (wit_inventory, wit_backups) = (wit::inventory(inventory), wit::backups(backups));
-        self.decide(
-            policy,
-            session,
-            |store, pre| match pre {
-                RolePre::Restore(pre) => pre.instantiate(&mut *store)?.call_decide(
-                    &mut *store,
-                    session.as_str(),
-                    &wit_inventory,
-                    &wit_backups,
-                ),
-                _ => Err(wasmtime::Error::msg(
-                    "plugin is not linked as a restore policy",
-                )),
-            },
-            |raw| match accept_plan(wit::plan(raw), backups) {
-                Ok(plan) => Answer::Value(plan, Vec::new()),
-                Err(reason) => Answer::Invalid(reason),
-            },
-            |cause| builtin::restore_fallback(inventory, cause),
-            keep_memory,
-        )
-    }
-
-    /// One call with made-up inputs; its memory is thrown away. A plugin
-    /// that cannot answer this is refused at load.
-    pub(super) fn self_check(&self, policy: &LoadedPolicy) -> Result<(), String> {
-        let facts = self_check_facts();
-        let served_by = match policy.file.role {
-            Role::Keepalive => self.keepalive_call(policy, &facts, false).served_by,
-            Role::Watchdog => self.watchdog_call(policy, &facts, false).served_by,
-            Role::Restore => {
-                let backups = [BackupFacts {
-                    id: "self-check-backup".into(),
-                    age: Duration::from_secs(3600),
-                    size_bytes: 1 << 20,
-                    verified: true,
-                    restore_failed: false,
-                }];
-                self.restore_call(
-                    policy,
-                    &facts.session,
-                    &Inventory::missing(),
-                    &backups,
-                    false,
-                )
-                .served_by
-            }
-        };
-        match served_by {
-            ServedBy::Fallback { cause, .. } => Err(cause.to_string()),
-            _ => Ok(()),
-        }
     }
 }

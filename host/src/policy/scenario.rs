@@ -11,13 +11,15 @@ use toml::Spanned;
 
 use super::clock::FakeClock;
 use super::config::{PolicyConfig, flatten};
-use super::file::{Permissions, line_column, parse_duration};
+use super::file::Permissions;
+use super::memory::KvMemory;
 use super::runtime::PolicyRuntime;
 use super::status::ServedBy;
 use super::types::{
     Action, BackupFacts, CriticalFile, Facts, Inventory, LockState, Plan, Role, SessionState,
     Verdict,
 };
+use crate::fields::{Location, format_duration, parse_duration};
 use crate::id::SessionId;
 
 /// 2026-01-01T00:00:00Z: where a scenario's virtual clock starts unless it
@@ -32,13 +34,8 @@ pub enum ScenarioError {
         file: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}:{line}:{column}: {message}", file.display())]
-    Invalid {
-        file: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    #[error("{at}: {message}")]
+    Invalid { at: Location, message: String },
     #[error("{}: no policy binds session {session} for {role} (it would get the built-in defaults); set `session` to one the policy's `sessions` match", file.display())]
     NotBound {
         file: PathBuf,
@@ -56,6 +53,9 @@ pub struct Scenario {
     pub start_ms: u64,
     /// Used only when the scenario runs against a bare `.wasm`.
     pub config: PolicyConfig,
+    /// The policy's memory of the session before the first step (a
+    /// scenario made from a journal starts where the journal did).
+    pub memory: KvMemory,
     pub permissions: Permissions,
     pub steps: Vec<Step>,
 }
@@ -134,14 +134,9 @@ impl Scenario {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
-        let at = |span: std::ops::Range<usize>, message: String| {
-            let (line, column) = line_column(text, span.start);
-            ScenarioError::Invalid {
-                file: path.to_path_buf(),
-                line,
-                column,
-                message,
-            }
+        let at = |span: std::ops::Range<usize>, message: String| ScenarioError::Invalid {
+            at: Location::of(path, text, span.start),
+            message,
         };
         let raw: RawScenario = toml::from_str(text)
             .map_err(|e| at(e.span().unwrap_or(0..0), e.message().trim_end().to_string()))?;
@@ -166,7 +161,7 @@ impl Scenario {
         let mut last_at = Duration::ZERO;
         for spanned in raw.step {
             let span = spanned.span();
-            let (line, _) = line_column(text, span.start);
+            let line = Location::of(path, text, span.start).line;
             let step = spanned.into_inner();
             let step_at = match &step.at {
                 None => last_at,
@@ -240,6 +235,7 @@ impl Scenario {
             session,
             start_ms: raw.start_ms.unwrap_or(DEFAULT_START_MS),
             config,
+            memory: raw.memory.unwrap_or_default(),
             permissions: Permissions {
                 run_script: raw.permissions.is_some_and(|p| p.run_script),
             },
@@ -289,7 +285,7 @@ impl ScenarioReport {
             out.push_str(&format!(
                 "{verdict} step {} at {} (line {}): {}\n",
                 s.step,
-                human(s.at),
+                format_duration(s.at),
                 s.line,
                 s.actual.join(", ")
             ));
@@ -313,19 +309,6 @@ impl ScenarioReport {
     }
 }
 
-fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(3_600_000) && ms > 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms.is_multiple_of(60_000) && ms > 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
 /// Runs `scenario` against whatever `runtime` binds to its session and
 /// role, moving `clock` to each step's time. Blocking. The policy's memory
 /// of the scenario's session is cleared first, so runs are repeatable.
@@ -346,6 +329,9 @@ pub fn run(
         });
     }
     runtime.forget_memory(&scenario.session);
+    if !scenario.memory.is_empty() {
+        runtime.seed_memory(&scenario.session, scenario.role, scenario.memory.clone());
+    }
     let steps = scenario
         .steps
         .iter()
@@ -467,6 +453,8 @@ struct RawScenario {
     session: Option<Spanned<String>>,
     start_ms: Option<u64>,
     config: Option<Spanned<toml::Table>>,
+    /// Keys to base64 values, as in a journal's `memory_before`.
+    memory: Option<KvMemory>,
     permissions: Option<RawPermissions>,
     #[serde(default)]
     step: Vec<Spanned<RawStep>>,

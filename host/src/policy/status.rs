@@ -3,15 +3,19 @@
 //! the admin API.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::config::PolicyConfig;
 use super::engine::CompileSource;
 use super::file::{Limits, Permissions};
+use super::memory::KvMemory;
 use super::types::{Action, Role};
 
-/// A decision with where it came from and how long it took.
+/// A decision with where it came from, how long it took, the binding of
+/// the policy version that made it, and what the call saw.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Decision<T> {
     pub value: T,
@@ -21,10 +25,51 @@ pub struct Decision<T> {
     /// Actions the plugin asked for that its policy file does not permit;
     /// they are not in `value` and never reach the browser.
     pub refused: Vec<Action>,
+    /// The binding of the policy version that answered (its interval and
+    /// permissions): what acts on the decision needs no other lookup.
+    pub binding: Binding,
+    pub record: CallRecord,
+}
+
+/// What one call saw and left, beyond its input and answer: enough to
+/// make the same call again (see the journal and `vigil policy replay`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CallRecord {
+    /// The call's clock, milliseconds since the Unix epoch; every clock
+    /// the policy read during the call said this.
+    pub now_ms: u64,
+    /// The `[config]` the policy read (empty for the built-in defaults).
+    #[serde(serialize_with = "shared")]
+    pub config: Arc<PolicyConfig>,
+    /// The policy's memory of the session before the call.
+    pub memory_before: KvMemory,
+    /// The memory the call left, when it changed it (a failed call never
+    /// does).
+    pub memory_after: Option<KvMemory>,
+    /// Full hex sha256 of the plugin asked and of its policy file (`None`
+    /// for the built-in defaults).
+    #[serde(serialize_with = "shared_opt")]
+    pub plugin_sha256: Option<Arc<str>>,
+    #[serde(serialize_with = "shared_opt")]
+    pub file_sha256: Option<Arc<str>>,
+}
+
+fn shared<T: Serialize + ?Sized, S: serde::Serializer>(
+    v: &Arc<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    (**v).serialize(s)
+}
+
+fn shared_opt<T: Serialize + ?Sized, S: serde::Serializer>(
+    v: &Option<Arc<T>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    v.as_deref().serialize(s)
 }
 
 /// Which policy a decision came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRef {
     /// The policy file ("policies/activity.toml").
     pub file: PathBuf,
@@ -35,7 +80,7 @@ pub struct PolicyRef {
 }
 
 /// Who answered a call.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ServedBy {
     /// The plugin bound by a policy file answered.
@@ -75,7 +120,7 @@ impl std::fmt::Display for ServedBy {
 }
 
 /// Why a plugin's answer was not used.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FallbackCause {
     Trap {
@@ -102,7 +147,7 @@ impl std::fmt::Display for FallbackCause {
             FallbackCause::Trap { message } => write!(f, "trap: {message}"),
             FallbackCause::Timeout { limit } => write!(f, "timeout after {} ms", limit.as_millis()),
             FallbackCause::MemoryLimit { limit_bytes } => {
-                write!(f, "memory limit of {} MiB", limit_bytes >> 20)
+                write!(f, "memory cap of {} MiB", limit_bytes >> 20)
             }
             FallbackCause::InvalidAnswer { reason } => write!(f, "invalid answer: {reason}"),
             FallbackCause::Interrupted => f.write_str("call interrupted"),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::action::Action;
 use crate::id::SessionId;
 
 /// The three things a policy can decide.
@@ -92,7 +93,7 @@ impl fmt::Display for SessionState {
 }
 
 /// A snapshot of one session, taken just before a keepalive or watchdog call.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Facts {
     pub session: SessionId,
     pub state: SessionState,
@@ -138,68 +139,8 @@ impl Facts {
     }
 }
 
-/// Something a keepalive policy asks the host to do in the page.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Action {
-    MouseMove {
-        x: u32,
-        y: u32,
-    },
-    /// A key named as in the DOM's `KeyboardEvent.key` ("Shift").
-    KeyPress {
-        key: String,
-    },
-    Focus,
-    WakeLock,
-    Presence,
-    ReloadPage,
-    /// Only ever reaches the caller when the policy file grants `run_script`.
-    RunScript {
-        script: String,
-    },
-    BackupNow,
-    Nothing,
-}
-
-impl Action {
-    /// The WIT name of the action ("mouse-move").
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Action::MouseMove { .. } => "mouse-move",
-            Action::KeyPress { .. } => "key-press",
-            Action::Focus => "focus",
-            Action::WakeLock => "wake-lock",
-            Action::Presence => "presence",
-            Action::ReloadPage => "reload-page",
-            Action::RunScript { .. } => "run-script",
-            Action::BackupNow => "backup-now",
-            Action::Nothing => "nothing",
-        }
-    }
-
-    /// The action's argument as written in scenarios ("200,200", "Shift").
-    pub fn argument(&self) -> Option<String> {
-        match self {
-            Action::MouseMove { x, y } => Some(format!("{x},{y}")),
-            Action::KeyPress { key } => Some(key.clone()),
-            Action::RunScript { script } => Some(script.clone()),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.argument() {
-            Some(arg) => write!(f, "{}({arg})", self.kind()),
-            None => f.write_str(self.kind()),
-        }
-    }
-}
-
 /// A watchdog's opinion of a session; every verdict but `Healthy` says why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Verdict {
     Healthy,
@@ -277,7 +218,7 @@ pub struct CriticalFile {
 }
 
 /// What is on disk for a session's profile.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
     pub exists: bool,
     pub critical_files: Vec<CriticalFile>,
@@ -307,7 +248,7 @@ impl Inventory {
 }
 
 /// One backup of a session's profile, as the restore policy sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupFacts {
     pub id: String,
     #[serde(with = "millis")]
@@ -319,8 +260,17 @@ pub struct BackupFacts {
     pub restore_failed: bool,
 }
 
+/// What the restore policy is asked about: a session's profile on disk and
+/// its backups, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreQuestion {
+    pub session: SessionId,
+    pub inventory: Inventory,
+    pub backups: Vec<BackupFacts>,
+}
+
 /// What the restore policy chose; each plan says why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Plan {
     UseDisk {
@@ -384,12 +334,20 @@ impl fmt::Display for Plan {
 pub(crate) mod millis {
     use std::time::Duration;
 
+    use serde::Deserialize;
+
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_millis().try_into().unwrap_or(u64::MAX))
     }
 
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+
     pub mod option {
         use std::time::Duration;
+
+        use serde::Deserialize;
 
         pub fn serialize<S: serde::Serializer>(
             d: &Option<Duration>,
@@ -399,6 +357,12 @@ pub(crate) mod millis {
                 Some(d) => super::serialize(d, s),
                 None => s.serialize_none(),
             }
+        }
+
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            Option::<u64>::deserialize(d).map(|ms| ms.map(Duration::from_millis))
         }
     }
 }

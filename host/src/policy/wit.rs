@@ -1,6 +1,7 @@
-//! The WIT side: bindings generated from `wit/`, the state a call's Store
-//! carries, the host imports every policy gets (log, clock, config, memory),
-//! and conversions between the WIT types and the plain types of `types.rs`.
+//! The WIT side shared by every role: the interfaces' bindings, the state
+//! a call's Store carries, the host imports every policy gets (log, clock,
+//! config, memory), and the facts in WIT types. Each role's own world and
+//! conversions are in `role/`.
 
 use std::sync::Arc;
 
@@ -12,36 +13,24 @@ use wasmtime_wasi::{
     WasiView,
 };
 
-use super::clock::Clock;
 use super::config::{ConfigValue, PolicyConfig};
 use super::memory::{KvMemory, MemoryRefusal};
 use super::types as plain;
 use crate::id::SessionId;
 
-pub(crate) mod keepalive {
+/// The interfaces every world imports (`types`, `log`, `clock`, `config`,
+/// `memory`), generated once from one of the worlds (any would do: they
+/// import the same ones). Each role's world (`role/`) maps its imports onto
+/// these, so the host implements them once, here.
+#[allow(dead_code)] // the keepalive world's export glue here is unused: role/keepalive.rs has its own
+pub(crate) mod shared {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "keepalive",
     });
 }
 
-pub(crate) mod watchdog {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "watchdog",
-        with: { "vigil:policy": super::keepalive::vigil::policy },
-    });
-}
-
-pub(crate) mod restore {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "restore",
-        with: { "vigil:policy": super::keepalive::vigil::policy },
-    });
-}
-
-use keepalive::vigil::policy::{clock, config, log, memory, types as wit};
+use shared::vigil::policy::{clock, config, log, memory, types as wit};
 
 /// Log lines one call may write; the rest are dropped (with one warning).
 const MAX_LOG_LINES: u32 = 32;
@@ -59,7 +48,9 @@ pub(crate) struct CallState {
     pub limiter: MemoryCap,
     pub memory: KvMemory,
     config: Arc<PolicyConfig>,
-    clock: Arc<dyn Clock>,
+    /// The call's one "now": every clock the guest reads stands still at
+    /// it, so a journaled call replays exactly.
+    now_ms: u64,
     policy: Arc<str>,
     session: SessionId,
     log_lines: u32,
@@ -70,19 +61,19 @@ impl CallState {
         memory_cap: u64,
         memory: KvMemory,
         config: Arc<PolicyConfig>,
-        clock: Arc<dyn Clock>,
+        now_ms: u64,
         policy: Arc<str>,
         session: SessionId,
     ) -> Self {
         // An empty WASI context: no directories, environment or sockets;
-        // clocks from the host's (maybe fake) clock, randomness fixed, so a
+        // clocks stopped at the call's time, randomness fixed, so a
         // decision depends only on the call's inputs.
         let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let wasi = WasiCtxBuilder::new()
             .stdout(output.clone())
             .stderr(output.clone())
-            .wall_clock(WasiClock(clock.clone()))
-            .monotonic_clock(WasiClock(clock.clone()))
+            .wall_clock(WasiClock(now_ms))
+            .monotonic_clock(WasiClock(now_ms))
             .secure_random(Deterministic::new(FIXED_RANDOM.to_vec()))
             .insecure_random(Deterministic::new(FIXED_RANDOM.to_vec()))
             .insecure_random_seed(0x5eed)
@@ -97,41 +88,43 @@ impl CallState {
             },
             memory,
             config,
-            clock,
+            now_ms,
             policy,
             session,
             log_lines: 0,
         }
     }
 
-    /// Sends what the guest printed to the log, one event per line.
-    pub fn flush_output(&self) {
+    /// Sends what the guest printed to the log, one event per line, and
+    /// returns it (a panic message says why a call trapped).
+    pub fn flush_output(&self) -> String {
         let bytes = self.output.contents();
         if bytes.is_empty() {
-            return;
+            return String::new();
         }
-        let text = String::from_utf8_lossy(&bytes);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         for line in text
             .lines()
             .filter(|l| !l.trim().is_empty())
             .take(MAX_LOG_LINES as usize)
         {
-            tracing::warn!(policy = %self.policy, session = %self.session, "plugin output: {line}");
+            tracing::warn!(policy = %self.policy, session = %self.session, output = line, "plugin output");
         }
+        text
     }
 }
 
 const FIXED_RANDOM: [u8; 16] = *b"vigil-policy-rng";
 
-/// The host clock as WASI's wall and monotonic clocks.
-struct WasiClock(Arc<dyn Clock>);
+/// The call's time as WASI's wall and monotonic clocks, standing still.
+struct WasiClock(u64);
 
 impl HostWallClock for WasiClock {
     fn resolution(&self) -> std::time::Duration {
         std::time::Duration::from_millis(1)
     }
     fn now(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.0.now_ms())
+        std::time::Duration::from_millis(self.0)
     }
 }
 
@@ -140,7 +133,7 @@ impl HostMonotonicClock for WasiClock {
         1_000_000
     }
     fn now(&self) -> u64 {
-        self.0.now_ms().saturating_mul(1_000_000)
+        self.0.saturating_mul(1_000_000)
     }
 }
 
@@ -218,7 +211,7 @@ impl log::Host for CallState {
 
 impl clock::Host for CallState {
     fn now_ms(&mut self) -> u64 {
-        self.clock.now_ms()
+        self.now_ms
     }
 }
 
@@ -283,73 +276,12 @@ pub(crate) fn facts(f: &plain::Facts) -> wit::Facts {
     }
 }
 
-pub(crate) fn inventory(i: &plain::Inventory) -> wit::Inventory {
-    wit::Inventory {
-        exists: i.exists,
-        critical_files: i
-            .critical_files
-            .iter()
-            .map(|c| wit::CriticalFile {
-                path: c.path.clone(),
-                present: c.present,
-                non_empty: c.non_empty,
-            })
-            .collect(),
-        size_bytes: i.size_bytes,
-        lock: match i.lock {
-            plain::LockState::None => wit::LockState::None,
-            plain::LockState::Stale => wit::LockState::Stale,
-            plain::LockState::Held => wit::LockState::Held,
-        },
-    }
-}
-
-pub(crate) fn backups(b: &[plain::BackupFacts]) -> Vec<wit::Backup> {
-    b.iter()
-        .map(|b| wit::Backup {
-            id: b.id.clone(),
-            age_ms: b.age.as_millis().try_into().unwrap_or(u64::MAX),
-            size_bytes: b.size_bytes,
-            verified: b.verified,
-            restore_failed: b.restore_failed,
-        })
-        .collect()
-}
-
-pub(crate) fn action(a: wit::Action) -> plain::Action {
-    match a {
-        wit::Action::MouseMove(p) => plain::Action::MouseMove { x: p.x, y: p.y },
-        wit::Action::KeyPress(key) => plain::Action::KeyPress { key },
-        wit::Action::Focus => plain::Action::Focus,
-        wit::Action::WakeLock => plain::Action::WakeLock,
-        wit::Action::Presence => plain::Action::Presence,
-        wit::Action::ReloadPage => plain::Action::ReloadPage,
-        wit::Action::RunScript(script) => plain::Action::RunScript { script },
-        wit::Action::BackupNow => plain::Action::BackupNow,
-        wit::Action::Nothing => plain::Action::Nothing,
-    }
-}
-
-pub(crate) fn verdict(v: wit::Verdict) -> plain::Verdict {
-    match v {
-        wit::Verdict::Healthy => plain::Verdict::Healthy,
-        wit::Verdict::Degraded(reason) => plain::Verdict::Degraded { reason },
-        wit::Verdict::ReloadPage(reason) => plain::Verdict::ReloadPage { reason },
-        wit::Verdict::RestartBrowser(reason) => plain::Verdict::RestartBrowser { reason },
-        wit::Verdict::RestoreFromBackup(reason) => plain::Verdict::RestoreFromBackup { reason },
-        wit::Verdict::GiveUp(reason) => plain::Verdict::GiveUp { reason },
-    }
-}
-
-pub(crate) fn plan(p: wit::Plan) -> plain::Plan {
-    let reason = p.reason;
-    match p.choice {
-        wit::Choice::UseDisk => plain::Plan::UseDisk { reason },
-        wit::Choice::RestoreBackup(id) => plain::Plan::RestoreBackup { id, reason },
-        wit::Choice::StartFresh => plain::Plan::StartFresh { reason },
-        wit::Choice::Wait(ms) => plain::Plan::Wait {
-            after: std::time::Duration::from_millis(ms),
-            reason,
-        },
-    }
+/// The facts of the load-time self-check call.
+pub(crate) fn self_check_facts() -> plain::Facts {
+    let mut facts = plain::Facts::new(
+        SessionId::new("self-check").expect("valid id"),
+        plain::SessionState::Connected,
+    );
+    facts.last_probe_detail = "connected".into();
+    facts
 }

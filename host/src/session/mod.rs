@@ -2,17 +2,22 @@
 //! connected and back, driven by probes and policies. Owns the state machine
 //! and the session's browser; never touches another session.
 //!
-//! Each session is one tokio task (see `runner`). Other layers talk to it
+//! Each session is one tokio task (see `runner`), which keeps what the
+//! session has been through in its `record` (plain data, tested without a
+//! browser) and uses `translate` between the volume's, the store's and the
+//! browser's words and the policies'. Other layers talk to it
 //! through a [`SessionClient`]: commands go in over a channel, and the
 //! [`SessionStatus`] snapshot comes out over a `watch`, so reading a
 //! session's status never waits for the session. Notable moments
 //! (transitions, backups, restores) are also broadcast as [`SessionEvent`]s
 //! for metrics and webhooks.
 
+mod record;
 mod runner;
 pub mod spec;
 pub mod state;
 pub mod status;
+mod translate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +29,7 @@ use tokio::task::JoinHandle;
 use crate::backup::{BackupError, BackupId, Backups, Manifest, RestoreReport};
 use crate::browser::BrowserError;
 use crate::id::SessionId;
+use crate::journal::Journal;
 use crate::policy::PolicyRuntime;
 use crate::volume::VolumeError;
 
@@ -34,11 +40,12 @@ pub use status::{
     SessionStatus,
 };
 
-/// What sessions share: the policy runtime, the backup store, the launch
-/// limit, and where events go.
+/// What sessions share: the policy runtime and the journal of its
+/// decisions, the backup store, the launch limit, and where events go.
 #[derive(Clone)]
 pub struct SessionDeps {
     pub policies: Arc<PolicyRuntime>,
+    pub journal: Journal,
     pub backups: Arc<Backups>,
     /// Browsers allowed to launch at the same time.
     pub launches: Arc<Semaphore>,

@@ -5,9 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::backup::BackupMode;
 use crate::browser::{BrowserSettings, Probe};
-use crate::config::{BackupMode, Config, ProfilePath, SessionConfig};
+use crate::config::{Config, SessionConfig};
 use crate::id::SessionId;
+use crate::volume::ProfilePath;
 
 /// The probe a session gets when its config names none: a page that has
 /// loaded counts as connected. Real apps should set a probe that can tell

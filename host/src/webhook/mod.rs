@@ -12,7 +12,9 @@
 //! - [`signature`]: `X-Vigil-Signature` (HMAC-SHA256), signing and checking.
 //! - [`outbox`]: the bounded, drop-oldest queue of one webhook.
 //! - [`delivery`]: the worker that POSTs in order, with retries.
+//! - `config`: `[[webhook]]` and `[webhooks]` of `vigil.toml`.
 
+mod config;
 pub mod delivery;
 pub mod event;
 pub mod outbox;
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::config::{SecretSource, WebhookConfig, WebhookDelivery};
+pub use config::{SecretSource, WebhookConfig, WebhookDelivery};
 pub use delivery::{Backoff, Retry};
 pub use event::{Delivery, Event, EventKind, EventPattern, RestoreSource};
 use outbox::{Outbox, Pushed};
@@ -432,110 +434,6 @@ pub fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, ConfigError};
-    use std::path::Path;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(
-            text,
-            Path::new("/etc/vigil/vigil.toml"),
-            Path::new("/etc/vigil"),
-        )
-    }
-
-    fn invalid(text: &str) -> String {
-        parse(text).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn a_webhook_section_reads_with_defaults() {
-        let config = parse(
-            r#"
-[[webhook]]
-url = "https://hooks.example.com/vigil"
-secret_file = "webhook.secret"
-events = ["session.*", "backup.failed"]
-
-[[webhook]]
-name = "pager"
-url = "http://127.0.0.1:9000/"
-secret_env = "PAGER_SECRET"
-"#,
-        )
-        .unwrap();
-        let [first, second] = &config.webhooks[..] else {
-            panic!("two webhooks: {:?}", config.webhooks)
-        };
-        assert_eq!(
-            first.secret,
-            SecretSource::File("/etc/vigil/webhook.secret".into())
-        );
-        assert_eq!(
-            first
-                .events
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>(),
-            ["session.*", "backup.failed"]
-        );
-        assert_eq!(second.name.as_deref(), Some("pager"));
-        assert_eq!(second.secret, SecretSource::Env("PAGER_SECRET".into()));
-        assert_eq!(second.events, EventPattern::every_event());
-        let d = &config.webhook_delivery;
-        assert_eq!(d.queue_capacity.get(), 1000);
-        assert_eq!(d.max_attempts.get(), 10);
-        assert_eq!(d.backoff_base, Duration::from_secs(1));
-        assert_eq!(d.backoff_max, Duration::from_secs(60));
-        assert_eq!(d.timeout, Duration::from_secs(10));
-        assert_eq!(d.flush_timeout, Duration::from_secs(5));
-    }
-
-    #[test]
-    fn delivery_settings_take_seconds_with_fractions() {
-        let config = parse(
-            r#"
-[webhooks]
-queue_capacity = 50
-max_attempts = 3
-backoff_base_secs = 0.25
-backoff_max_secs = 90
-timeout_secs = 2
-flush_timeout_secs = 20
-"#,
-        )
-        .unwrap();
-        let d = &config.webhook_delivery;
-        assert_eq!(d.queue_capacity.get(), 50);
-        assert_eq!(d.backoff_base, Duration::from_millis(250));
-        assert_eq!(d.backoff_max, Duration::from_secs(90));
-        assert_eq!(d.flush_timeout, Duration::from_secs(20));
-    }
-
-    #[test]
-    fn mistakes_name_the_line_and_the_field() {
-        let err = invalid("[[webhook]]\nurl = \"https://h/x\"\n");
-        assert!(err.contains("set secret_file or secret_env"), "{err}");
-        assert!(err.contains("https://h/x"), "{err}");
-        let err = invalid(
-            "[[webhook]]\nurl = \"https://h/x\"\nsecret_env = \"A\"\nsecret_file = \"f\"\n",
-        );
-        assert!(err.contains("only one of"), "{err}");
-        let err = invalid(
-            "[[webhook]]\nurl = \"https://h/x\"\nsecret_env = \"A\"\nevents = [\"backup.faild\"]\n",
-        );
-        assert!(err.contains("vigil.toml:4:"), "{err}");
-        assert!(err.contains("unknown event \"backup.faild\""), "{err}");
-        let err = invalid("[[webhook]]\nurl = \"ftp://h/x\"\nsecret_env = \"A\"\n");
-        assert!(err.contains("vigil.toml:2:"), "{err}");
-        let err = invalid("[webhooks]\nqueue_capacity = 0\n");
-        assert!(err.contains("vigil.toml:2:"), "{err}");
-        let err = invalid("[webhooks]\ntimeout_secs = \"10s\"\n");
-        assert!(err.contains("vigil.toml:2:"), "{err}");
-        let err = invalid("[webhooks]\nbackoff_base_secs = 0\n");
-        assert!(err.contains("not a positive number of seconds"), "{err}");
-        let err = invalid("[webhooks]\nretries = 3\n");
-        assert!(err.contains("retries"), "{err}");
-    }
 
     fn hook(name: Option<&str>, secret: SecretSource) -> WebhookConfig {
         WebhookConfig {

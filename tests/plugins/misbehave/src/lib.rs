@@ -9,6 +9,8 @@
 //! - `script`: asks to run a script, plus a `focus`.
 //! - `garbage`: answers an action the host must reject (an empty key name).
 //! - `panic`: panics (a trap).
+//! - `recurse`: recurses without end (the call stack overflows).
+//! - `long-key`: answers a `key-press` whose key name is 8 MiB long.
 //!
 //! The misbehaviour applies only to sessions whose id starts with `bad`,
 //! so the host's self-check at load passes, unless `always = true`: then it
@@ -49,6 +51,17 @@ fn echo(n: u64) -> Vec<Action> {
     vec![Action::KeyPress(format!("{label}#{n}"))]
 }
 
+/// Never returns for a large `n`: each call waits for the next one, and a
+/// rotate-then-xor is no accumulator the compiler can turn into a loop.
+#[inline(never)]
+fn deeper(n: u64) -> u64 {
+    if n == 0 {
+        1
+    } else {
+        deeper(n - 1).rotate_left(1) ^ n
+    }
+}
+
 struct Misbehave;
 
 impl Guest for Misbehave {
@@ -78,6 +91,11 @@ impl Guest for Misbehave {
             ],
             "garbage" => vec![Action::KeyPress(String::new())],
             "panic" => panic!("misbehave was asked to panic"),
+            "recurse" => {
+                let depth = deeper(u64::MAX - facts.session_id.len() as u64);
+                vec![Action::KeyPress(format!("{depth}"))]
+            }
+            "long-key" => vec![Action::KeyPress("k".repeat(8 << 20))],
             _ => echo(n),
         }
     }
