@@ -42,6 +42,9 @@ use crate::volume::{self, Presence, Profile, ProfileClaim};
 /// Restore decisions asked at one start before Vigil gives up on the
 /// policy and launches on what is on disk.
 const MAX_RESTORE_DECISIONS: usize = 8;
+/// How long a browser left by an earlier Vigil gets to close itself (and
+/// flush the profile) before it is killed.
+const ORPHAN_GRACE: Duration = Duration::from_secs(3);
 /// Launches failing in a row (not counting a browser that ran and died)
 /// before the session is marked failed.
 const MAX_LAUNCH_FAILURES: u32 = 5;
@@ -175,6 +178,9 @@ impl Runner {
         if let Err(reason) = self.ensure_claim().await {
             return self.fail(reason);
         }
+        if let Err(reason) = self.stop_orphan_browser().await {
+            return self.fail(reason);
+        }
         let started = Instant::now();
         for _ in 0..MAX_RESTORE_DECISIONS {
             let inventory = match self.inventory().await {
@@ -253,6 +259,31 @@ impl Runner {
                 Ok(())
             }
             Err(e) => Err(format!("cannot claim the profile: {e}")),
+        }
+    }
+
+    /// Stops a Chromium that an earlier Vigil, killed before it could
+    /// close it, left holding this session's profile; its lock is then
+    /// stale and cleared like a crashed browser's. Any other live holder is
+    /// refused below, as before.
+    async fn stop_orphan_browser(&self) -> Result<(), String> {
+        let Some(claim) = self.claim.clone() else {
+            return Ok(());
+        };
+        let session = self.spec.id.clone();
+        let orphan = blocking(move || claim.orphan_browser(&session))
+            .await
+            .map_err(|e| format!("cannot read the profile's lock: {e}"))?;
+        let Some(pid) = orphan else { return Ok(()) };
+        match browser::stop_orphan(pid, ORPHAN_GRACE).await {
+            Ok(how) => {
+                tracing::warn!(session = %self.spec.id, pid, ?how, profile = %self.spec.profile_dir.display(), "stopped the browser an earlier Vigil left running on the profile");
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "cannot stop the browser (pid {pid}) an earlier Vigil left running on profile {}: {e}",
+                self.spec.profile_dir.display()
+            )),
         }
     }
 
