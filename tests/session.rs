@@ -8,7 +8,8 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::time::Duration;
 
-use common::chromium::{browser_slot, init_logging};
+use common::chromium::{self, browser_slot, init_logging};
+use common::fixture::wait_until;
 use common::host::{Policies, SESSION, TestHost, history};
 use vigil::session::{RestoreSource, SessionState};
 
@@ -197,6 +198,114 @@ async fn a_profile_held_by_a_live_browser_is_refused_until_it_is_gone() {
 
     other.close().await;
     host.wait_state(SessionState::NeedsLogin, START).await;
+    host.stop().await;
+}
+
+/// (d) A browser that is not Vigil's (no marker on its command line)
+/// holds the profile: the session is refused as before, and that browser
+/// is left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_is_not_vigils_is_refused_and_left_running() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    let foreign = chromium::start_detached(&host.profile_dir(), None).await;
+
+    host.start().await;
+    let status = host.wait_state(SessionState::Failed, START).await;
+    assert!(
+        status.reason.contains("held by a running browser")
+            && status.reason.contains(&foreign.pid.to_string()),
+        "{}",
+        status.reason
+    );
+    assert!(chromium::alive(foreign.pid), "the foreign browser runs on");
+    host.stop().await;
+    assert!(chromium::alive(foreign.pid), "and survives the host's stop");
+}
+
+/// `vigil run` killed with `kill -9` takes its Chromium with it (a
+/// parent-death signal): nothing is left holding the profile, and the app
+/// sees the page go away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_vigil_takes_its_browser_with_it() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let host = TestHost::new(Policies::default(), None).await;
+    // Should the test fail, its browsers still go.
+    let _cleanup = chromium::KillOnDrop(host.profile_dir());
+    let mut vigil = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--config"])
+        .arg(&host.config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start vigil run");
+    wait_until(START, "a login code", || async {
+        host.web.report().await.pending_codes.last().cloned()
+    })
+    .await;
+    let device = host.web.pair_shown_code().await;
+    wait_until(Duration::from_secs(60), "the page connected", || async {
+        let report = host.web.report().await;
+        report.device(&device)?.connected.then_some(())
+    })
+    .await;
+    let profile = host.profile_dir();
+    assert!(
+        !chromium::processes_on(&profile).is_empty(),
+        "Chromium runs on {}",
+        profile.display()
+    );
+
+    // SAFETY: kill(2) on the child this test started.
+    assert_eq!(
+        unsafe { libc::kill(vigil.id().unwrap() as i32, libc::SIGKILL) },
+        0
+    );
+    vigil.wait().await.unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "no Chromium left on the profile",
+        || async { chromium::processes_on(&profile).is_empty().then_some(()) },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(5),
+        "the app seeing the page gone",
+        || async {
+            let report = host.web.report().await;
+            (!report.device(&device)?.connected).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A Chromium left running by an earlier Vigil (one that had no
+/// parent-death signal) still holds the profile: the next start stops it,
+/// and the session connects with the login it had, no new pairing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_left_by_an_earlier_vigil_is_stopped_at_the_next_start() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    let device = host.pair_and_connect().await;
+    host.stop().await;
+    let orphan = chromium::start_detached(&host.profile_dir(), Some(SESSION)).await;
+
+    host.start().await;
+    let status = host.wait_state(SessionState::Connected, START).await;
+    assert!(
+        !chromium::alive(orphan.pid),
+        "the orphan is stopped:\n{}",
+        history(&status)
+    );
+    assert!(status.browser_pid.is_some_and(|pid| pid != orphan.pid));
+    let report = host.web.report().await;
+    assert_eq!(report.pairings, 1, "no new login: {report:?}");
+    assert!(report.device(&device).unwrap().connected);
     host.stop().await;
 }
 

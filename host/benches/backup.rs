@@ -5,8 +5,10 @@
 //!
 //!     cargo bench -p vigil --bench backup                 # 100 MB and 1 GB
 //!     VIGIL_BENCH_SIZES=100 VIGIL_BENCH_REPS=5 cargo bench -p vigil --bench backup
+//!     VIGIL_BENCH_ONLY=restore cargo bench -p vigil --bench backup
 //!
-//! Sizes are in MB. Each measurement is run REPS times (default 3),
+//! Sizes are in MB. `VIGIL_BENCH_ONLY=restore` writes each archive once
+//! (untimed) and times only the restores. Each measurement is run REPS times (default 3),
 //! alternating tar and vigil so both see the same machine noise, and the
 //! median is shown. Files are read once before timing and dirty pages are
 //! flushed (sync), so both start from the same warm page cache. `VIGIL_BENCH_KEEP=1` keeps the generated data.
@@ -111,13 +113,18 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
+    let only_restore = match std::env::var("VIGIL_BENCH_ONLY").as_deref() {
+        Ok("restore") => true,
+        Ok("") | Err(_) => false,
+        Ok(other) => panic!("VIGIL_BENCH_ONLY: only \"restore\" is known, not {other:?}"),
+    };
     let vigil = env!("CARGO_BIN_EXE_vigil");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("vigil backup/restore vs tar, {cores} cores, median of {reps} runs\n");
     println!(
-        "| profile | operation | tar | vigil | speed-up | tar peak RSS | vigil peak RSS | archive (tar / vigil) |"
+        "| profile | operation | tar | vigil | speed-up | tar peak RSS | vigil peak RSS | archive (tar / vigil) | load after |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
 
     for mb in sizes {
         let work = tempfile::Builder::new()
@@ -137,7 +144,8 @@ fn main() {
         let reference = root.join("ref.tar.gz");
 
         let (mut tar_c, mut vigil_c) = (Vec::new(), Vec::new());
-        for _ in 0..reps {
+        let backup_reps = if only_restore { 1 } else { reps };
+        for _ in 0..backup_reps {
             warm(&src);
             tar_c.push(measure(
                 Command::new("tar")
@@ -158,19 +166,28 @@ fn main() {
             ));
         }
         let archive = newest_archive(&root.join("store"));
-        row(
-            &label,
-            "backup (czf)",
-            median(tar_c),
-            median(vigil_c),
-            size_of(&reference),
-            size_of(&archive),
-        );
+        if !only_restore {
+            row(
+                &label,
+                "backup (czf)",
+                median(tar_c),
+                median(vigil_c),
+                size_of(&reference),
+                size_of(&archive),
+            );
+        }
 
+        // Every restore writes into a new folder and nothing is deleted
+        // until all are done: ext4 skips inodes freed in the last minutes
+        // when allocating new ones (`recently_deleted`), and after deleting
+        // a whole profile that scan took over half of both tar's and
+        // Vigil's time, which a real restore onto a volume does not pay.
         let (mut tar_x, mut vigil_x) = (Vec::new(), Vec::new());
-        let out = root.join("tar-out");
-        for _ in 0..reps {
-            let _ = std::fs::remove_dir_all(&out);
+        let restored = root.join("restored");
+        std::fs::create_dir_all(&restored).unwrap();
+        std::fs::rename(&src, restored.join("original")).unwrap();
+        for rep in 0..reps {
+            let out = restored.join(format!("tar-{rep}"));
             std::fs::create_dir_all(&out).unwrap();
             warm(&reference);
             tar_x.push(measure(
@@ -180,7 +197,6 @@ fn main() {
                     .arg("-C")
                     .arg(&out),
             ));
-            std::fs::remove_dir_all(&src).unwrap();
             warm(&archive);
             vigil_x.push(measure(
                 Command::new(vigil)
@@ -197,6 +213,7 @@ fn main() {
                     .env("RUST_LOG", "warn")
                     .stdout(std::process::Stdio::null()),
             ));
+            std::fs::rename(&src, restored.join(format!("vigil-{rep}"))).unwrap();
         }
         row(
             &label,
@@ -223,11 +240,21 @@ fn row(label: &str, op: &str, tar: Run, vigil: Run, tar_size: u64, vigil_size: u
         String::new()
     };
     println!(
-        "| {label} | {op} | {:.2} s | {:.2} s | {:.2}x | {:.1} MiB | {:.1} MiB | {sizes} |",
+        "| {label} | {op} | {:.2} s | {:.2} s | {:.2}x | {:.1} MiB | {:.1} MiB | {sizes} | {} |",
         tar.wall.as_secs_f64(),
         vigil.wall.as_secs_f64(),
         tar.wall.as_secs_f64() / vigil.wall.as_secs_f64(),
         tar.max_rss_kib as f64 / 1024.0,
         vigil.max_rss_kib as f64 / 1024.0,
+        load_average(),
     );
+}
+
+/// The 1-minute load average, to tell a quiet run from a busy one (the
+/// machine is shared).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }

@@ -48,7 +48,18 @@ impl SessionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The switch Vigil puts on the command line of every Chromium it
+    /// starts for this session (`--vigil-session=<id>`; Chromium ignores
+    /// it), so that a later Vigil recognises a browser an earlier one left
+    /// running (see [`crate::volume::judge_holder`]).
+    pub fn browser_marker(&self) -> String {
+        format!("{BROWSER_MARKER}{}", self.0)
+    }
 }
+
+/// The prefix of [`SessionId::browser_marker`].
+pub const BROWSER_MARKER: &str = "--vigil-session=";
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

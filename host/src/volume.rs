@@ -16,10 +16,13 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::id::SessionId;
 
 /// Where Chromium records that it did not exit cleanly; resetting it avoids
 /// the "restore pages?" bubble after a restore or a crash.
@@ -383,6 +386,33 @@ impl ProfileClaim {
         reset_crash_exit_type(&self.profile.dir)
     }
 
+    /// The pid of a Chromium that an earlier Vigil started for `session`
+    /// on this profile and that still holds it: an orphan, left running
+    /// when that Vigil was killed before it could close it (see
+    /// [`judge_holder`]). Holding the claim proves that no live Vigil owns
+    /// that browser. `None` when the lock is free or stale, or held by
+    /// anything else, which the caller must leave alone.
+    pub fn orphan_browser(&self, session: &SessionId) -> Result<Option<u32>, VolumeError> {
+        let dir = &self.profile.dir;
+        let LockState::Held { pid, .. } = lock_state(dir)? else {
+            return Ok(None);
+        };
+        // Gone since, or not ours to read: nothing to judge.
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            return Ok(None);
+        };
+        let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        let profile = fs::canonicalize(dir).map_err(io_err(dir, "resolve the path"))?;
+        let same_profile = |user_data_dir: &Path| {
+            let path = match &cwd {
+                Some(cwd) if user_data_dir.is_relative() => cwd.join(user_data_dir),
+                _ => user_data_dir.to_path_buf(),
+            };
+            fs::canonicalize(path).is_ok_and(|p| p == profile)
+        };
+        Ok((judge_holder(&cmdline, session, same_profile) == Holder::VigilOrphan).then_some(pid))
+    }
+
     /// A new empty folder beside the profile, on the same file system, for
     /// a restore or import to be written into.
     pub fn stage(&self) -> Result<Staging, VolumeError> {
@@ -722,7 +752,61 @@ pub fn judge_lock(target: &str, this_host: &str, alive: impl Fn(u32) -> bool) ->
     }
 }
 
+/// Who the live process holding a profile is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A Chromium that Vigil started for this session on this very
+    /// profile: with the profile claimed, an orphan of an earlier Vigil.
+    VigilOrphan,
+    /// Anything else: a browser an operator started, another session's,
+    /// another program. Never touched.
+    Foreign,
+}
+
+/// The decision, apart from the I/O: the holder is Vigil's when its
+/// command line (`/proc/<pid>/cmdline`, arguments ended by NULs) carries
+/// this session's [`SessionId::browser_marker`] and a `--user-data-dir`
+/// that `same_profile` says is this profile. Chromium uses the last
+/// `--user-data-dir`, so that is the one judged.
+pub fn judge_holder(
+    cmdline: &[u8],
+    session: &SessionId,
+    same_profile: impl Fn(&Path) -> bool,
+) -> Holder {
+    let marker = session.browser_marker();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let marked = args.contains(&marker.as_bytes());
+    let user_data_dir = args
+        .iter()
+        .rev()
+        .find_map(|a| a.strip_prefix(b"--user-data-dir="))
+        .map(|dir| Path::new(OsStr::from_bytes(dir)));
+    match user_data_dir {
+        Some(dir) if marked && same_profile(dir) => Holder::VigilOrphan,
+        _ => Holder::Foreign,
+    }
+}
+
+/// Alive and not a zombie: a process that ended but was not reaped yet
+/// (its parent gone, or slow) holds nothing any more.
 fn process_alive(pid: u32) -> bool {
+    if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat"))
+        && ended(&stat)
+    {
+        return false;
+    }
+    signalable(pid)
+}
+
+/// `/proc/<pid>/stat` says the process ended (zombie or dead); the state
+/// follows the name in parentheses, which may itself hold any character.
+fn ended(stat: &str) -> bool {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|state| matches!(state, 'Z' | 'X' | 'x'))
+}
+
+fn signalable(pid: u32) -> bool {
     let Some(pid) = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -863,5 +947,78 @@ mod tests {
     #[test]
     fn this_process_is_alive() {
         assert!(process_alive(std::process::id()));
+    }
+
+    #[test]
+    fn a_zombie_holds_nothing() {
+        assert!(ended("42 (chromium) Z 1 42 42 0 -1"));
+        assert!(ended("42 (a) b) X 1"));
+        assert!(!ended("42 (chro) Z me) S 1 42 42"));
+        assert!(!ended("42 (chromium) S 1 42 42 0 -1"));
+    }
+
+    #[test]
+    fn only_this_sessions_browser_on_this_profile_is_an_orphan() {
+        let main = SessionId::new("main").unwrap();
+        let profile = |p: &Path| p == Path::new("/data/profiles/main");
+        let cmdline = |args: &[&str]| {
+            let mut bytes = Vec::new();
+            for a in args {
+                bytes.extend_from_slice(a.as_bytes());
+                bytes.push(0);
+            }
+            bytes
+        };
+        let chromium = "/usr/lib/chromium/chromium";
+        let ours = cmdline(&[
+            chromium,
+            "--headless",
+            "--user-data-dir=/data/profiles/main",
+            "--vigil-session=main",
+        ]);
+        assert_eq!(judge_holder(&ours, &main, profile), Holder::VigilOrphan);
+        for (why, args) in [
+            (
+                "no marker",
+                vec![chromium, "--user-data-dir=/data/profiles/main"],
+            ),
+            (
+                "another session's marker",
+                vec![
+                    chromium,
+                    "--user-data-dir=/data/profiles/main",
+                    "--vigil-session=mainx",
+                ],
+            ),
+            (
+                "another profile",
+                vec![
+                    chromium,
+                    "--user-data-dir=/data/profiles/other",
+                    "--vigil-session=main",
+                ],
+            ),
+            (
+                "the last user-data-dir wins",
+                vec![
+                    chromium,
+                    "--user-data-dir=/data/profiles/main",
+                    "--vigil-session=main",
+                    "--user-data-dir=/elsewhere",
+                ],
+            ),
+            ("no profile at all", vec![chromium, "--vigil-session=main"]),
+            // A title rewritten with spaces cannot be read for sure.
+            (
+                "one argument",
+                vec!["chromium --user-data-dir=/data/profiles/main --vigil-session=main"],
+            ),
+        ] {
+            assert_eq!(
+                judge_holder(&cmdline(&args), &main, profile),
+                Holder::Foreign,
+                "{why}"
+            );
+        }
     }
 }

@@ -136,3 +136,104 @@ pub async fn assert_stays(browser: &Browser, state: PageState, detail: &str, dur
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Live processes (zombies excluded) whose command line runs Chromium on
+/// `profile`: the browser and its helpers, which all carry its
+/// `--user-data-dir` (helpers with their arguments joined by spaces).
+pub fn processes_on(profile: &Path) -> Vec<u32> {
+    let flag = format!("--user-data-dir={}", profile.display());
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A zombie's command line reads empty.
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let names_profile = cmdline
+            .split(|b| *b == 0)
+            .flat_map(|arg| arg.split(|b| *b == b' '))
+            .any(|arg| arg == flag.as_bytes());
+        if names_profile {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Alive and not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x')),
+        Err(_) => false,
+    }
+}
+
+/// Starts Chromium on `profile` in the background and lets go of it, as
+/// a killed Vigil leaves its browser: its parent is gone (the shell that
+/// started it exits at once). `vigil_session` adds Vigil's marker for
+/// that session. Returns once the browser holds the profile; dropping the
+/// result kills whatever still runs on the profile.
+pub async fn start_detached(profile: &Path, vigil_session: Option<&str>) -> Detached {
+    std::fs::create_dir_all(profile).expect("profile folder");
+    // SAFETY: geteuid(2) has no side effects.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let mut args = vigil::browser::chromium_args(&settings(), profile, as_root);
+    if let Some(name) = vigil_session {
+        args.push(session(name).browser_marker());
+    }
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" \"$@\" </dev/null >/dev/null 2>&1 &")
+        .arg(&settings().executable)
+        .args(&args)
+        .status()
+        .expect("sh starts");
+    assert!(status.success(), "{status:?}");
+    let lock = profile.join("SingletonLock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = std::fs::read_link(&lock)
+            .ok()
+            .and_then(|t| t.to_string_lossy().rsplit_once('-')?.1.parse::<u32>().ok())
+            .filter(|pid| alive(*pid))
+        {
+            return Detached {
+                pid,
+                _cleanup: KillOnDrop(profile.to_owned()),
+            };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the detached Chromium did not take the profile's lock"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A browser started by [`start_detached`].
+pub struct Detached {
+    pub pid: u32,
+    _cleanup: KillOnDrop,
+}
+
+/// Kills every process still running on a test's profile when dropped:
+/// nothing a test started outlives it, whatever the test found.
+pub struct KillOnDrop(pub PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in processes_on(&self.0) {
+            // SAFETY: kill(2) on Chromium processes this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}

@@ -4,8 +4,11 @@
 //!
 //! Archives are plain tar.gz (a series of gzip members, which `tar -xzf`
 //! reads like any other), optionally wrapped in `age` encryption: no
-//! operator is locked in. Memory stays bounded whatever the profile size:
-//! data flows through fixed-size blocks and bounded channels.
+//! operator is locked in. Each member is compressed on its own core when
+//! packing and, because its header records its length, inflated on its own
+//! core when unpacking. Memory stays bounded whatever the profile size:
+//! data flows through fixed-size blocks, bounded channels and a budget of
+//! bytes in flight.
 //!
 //! Never touches a store, a browser or a session; knows no web app. All
 //! functions block: call them from `spawn_blocking`.
@@ -20,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::volume::ProfilePath;
 
 mod copy;
+mod member;
 mod pack;
 mod unpack;
 
@@ -50,8 +54,13 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
 /// Tar bytes per gzip member: big enough that independent members cost
 /// almost no compression, small enough that a few in flight stay cheap.
 const BLOCK_SIZE: usize = 1 << 20;
-/// Chunks between the decoding thread and the extracting thread.
+/// Chunks of an archive without framed members (older or foreign ones),
+/// inflated on the reading thread.
 const PIPE_CHUNK: usize = 128 << 10;
+/// Bytes of members (compressed plus inflated) between the reading thread
+/// and the extracting one: enough to keep 8 inflating threads busy on 1 MiB
+/// blocks, and the bound on what a restore holds whatever the core count.
+const IN_FLIGHT: usize = 16 << 20;
 
 /// Which paths of a profile are left out of archives and copies.
 #[derive(Debug, Clone, Default)]
@@ -477,6 +486,119 @@ mod tests {
             big
         );
         assert_eq!(got[Path::new("Local State")], b"{}");
+    }
+
+    /// A profile of `blocks` tar blocks and its archive, with the expected
+    /// checksum.
+    fn packed(blocks: usize) -> (tempfile::TempDir, Vec<u8>, Expected) {
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir_all(src.path().join("Default/IndexedDB")).unwrap();
+        for i in 0..blocks {
+            let data: Vec<u8> = (0..BLOCK_SIZE as u32)
+                .map(|j| ((i as u32 + 1) * j % 251) as u8)
+                .collect();
+            fs::write(
+                src.path().join(format!("Default/IndexedDB/{i:03}.ldb")),
+                data,
+            )
+            .unwrap();
+        }
+        let mut archive = Vec::new();
+        let packed = pack(
+            src.path(),
+            &Excludes::default(),
+            &PackOptions::default(),
+            &mut archive,
+            &Progress::default(),
+        )
+        .unwrap();
+        let expect = Expected {
+            sha256: packed.sha256,
+            size: packed.size,
+        };
+        (src, archive, expect)
+    }
+
+    fn unpack_into(
+        archive: &[u8],
+        expect: Option<Expected>,
+    ) -> Result<tempfile::TempDir, ArchiveError> {
+        let dst = tempfile::tempdir().unwrap();
+        unpack(
+            archive,
+            dst.path(),
+            expect,
+            Decoding::Plain,
+            &Progress::default(),
+        )?;
+        Ok(dst)
+    }
+
+    #[test]
+    fn archives_without_framed_members_still_unpack() {
+        let (src, _, _) = packed(3);
+        // The tar stream, gzipped as `tar czf` does (one member) and as
+        // older Vigils did (plain members, no length in their headers).
+        let mut tar_stream = Vec::new();
+        {
+            let mut builder = tar::Builder::new(&mut tar_stream);
+            builder.append_dir_all(".", src.path()).unwrap();
+            builder.finish().unwrap();
+        }
+        let gzip = |part: &[u8]| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+            std::io::Write::write_all(&mut gz, part).unwrap();
+            gz.finish().unwrap()
+        };
+        let one_member = gzip(&tar_stream);
+        let plain_members: Vec<u8> = tar_stream.chunks(BLOCK_SIZE).flat_map(gzip).collect();
+        // Framed members first, then plain ones.
+        let (head, tail) = tar_stream.split_at(2 * BLOCK_SIZE);
+        let mut mixed: Vec<u8> = head
+            .chunks(BLOCK_SIZE)
+            .flat_map(|b| member::compress(b, flate2::Compression::new(6)).unwrap())
+            .collect();
+        mixed.extend(gzip(tail));
+        for (name, archive) in [
+            ("one member", one_member),
+            ("plain members", plain_members),
+            ("mixed", mixed),
+        ] {
+            let dst = unpack_into(&archive, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(tree(dst.path()), tree(src.path()), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_in_any_member_is_caught() {
+        let (_src, archive, expect) = packed(3);
+        for at in [30, archive.len() / 2, archive.len() - 3] {
+            let mut bad = archive.clone();
+            bad[at] ^= 0x04;
+            let err = unpack_into(&bad, Some(expect)).unwrap_err();
+            assert!(
+                matches!(err, ArchiveError::ChecksumMismatch { .. }),
+                "flip at {at}: {err}"
+            );
+            // Without a checksum to compare, gzip's own checks catch it.
+            let err = unpack_into(&bad, None).unwrap_err();
+            assert!(err.is_damaged_archive(), "flip at {at}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_truncated_archive_is_caught() {
+        let (_src, archive, expect) = packed(3);
+        for len in [archive.len() / 2, archive.len() - 1] {
+            let cut = &archive[..len];
+            let err = unpack_into(cut, Some(expect)).unwrap_err();
+            assert!(
+                matches!(err, ArchiveError::SizeMismatch { .. }),
+                "cut at {len}: {err}"
+            );
+            let err = unpack_into(cut, None).unwrap_err();
+            assert!(err.is_damaged_archive(), "cut at {len}: {err}");
+        }
     }
 
     #[test]

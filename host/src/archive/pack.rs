@@ -1,5 +1,6 @@
 //! Profile folder -> tar -> gzip members compressed on every core ->
-//! (age) -> sha256 -> output.
+//! (age) -> sha256 -> output. Each member records its own length (see
+//! [`super::member`]), so that a restore can inflate them on every core too.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -10,7 +11,9 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use sha2::Digest as _;
 
-use super::{ArchiveError, BLOCK_SIZE, Excludes, PackOptions, PackSummary, Progress, Sha256};
+use super::{
+    ArchiveError, BLOCK_SIZE, Excludes, PackOptions, PackSummary, Progress, Sha256, member,
+};
 /// Writes `dir` as a tar.gz (encrypted if asked) into `out`. Files that
 /// vanish while being read are skipped; files that shrink are padded, so a
 /// live profile still gives a readable archive (quiesce for a consistent one).
@@ -46,7 +49,10 @@ pub fn pack<W: Write + Send>(
                         .map_err(|_| ())
                         .and_then(|rx| rx.recv().map_err(|_| ()));
                     let Ok((seq, block)) = job else { return };
-                    if done_tx.send((seq, gzip_member(&block, level))).is_err() {
+                    if done_tx
+                        .send((seq, member::compress(&block, level)))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -100,12 +106,6 @@ pub fn pack<W: Write + Send>(
             sha256,
         })
     })
-}
-
-fn gzip_member(block: &[u8], level: flate2::Compression) -> io::Result<Vec<u8>> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(block.len() / 2 + 1024), level);
-    gz.write_all(block)?;
-    gz.finish()
 }
 
 /// Cuts the tar stream into blocks for the compressors.

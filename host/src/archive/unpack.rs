@@ -1,20 +1,22 @@
-//! Input -> sha256 -> (age) -> gunzip on one thread; tar entries checked
-//! and written on others. Also the read-only walk behind `check`.
+//! Input -> sha256 -> (age) -> gzip members on one thread, inflated on
+//! every core, put back in order; tar entries checked and written on
+//! others. Also the read-only walk behind `check`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Condvar, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
 
 use sha2::Digest as _;
 
+use super::member::{self, Member, Next};
 use super::{
-    ArchiveError, CheckSummary, Decoding, Expected, PIPE_CHUNK, Progress, Sha256, UnpackSummary,
-    link_stays_inside, safe_relative,
+    ArchiveError, CheckSummary, Decoding, Expected, IN_FLIGHT, PIPE_CHUNK, Progress, Sha256,
+    UnpackSummary, link_stays_inside, safe_relative,
 };
 use crate::volume::ProfilePath;
 /// Extracts an archive into `target`, an existing empty folder, checking
@@ -108,10 +110,11 @@ enum Consumed<T> {
     Local(ArchiveError),
 }
 
-/// Runs the decoding (hash, decrypt, gunzip) on its own thread and hands the
-/// tar stream to `consume` on this one, so both cores work on a restore
-/// like `tar -xzf` with its `gzip` child. Returns `consume`'s result, the
-/// input's size and its sha256.
+/// Runs the decoding on threads of its own and hands the tar stream to
+/// `consume` on this one. One thread reads the input (hash, decrypt) and
+/// cuts it into gzip members; one per core inflates them; this thread reads
+/// them back in order. Returns `consume`'s result, the input's size and
+/// its sha256.
 fn decode_then<R, T>(
     input: R,
     expect: Option<Expected>,
@@ -121,14 +124,31 @@ fn decode_then<R, T>(
 where
     R: Read + Send,
 {
+    let inflaters = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_INFLATERS);
+    let budget = Budget::new(IN_FLIGHT);
     let abandon = AtomicBool::new(false);
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+    let (job_tx, job_rx) = mpsc::channel::<(u64, Member)>();
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(u64, Piece)>();
     std::thread::scope(|s| {
-        let abandon = &abandon;
+        let (budget, abandon, job_rx) = (&budget, &abandon, &job_rx);
+        let mut workers = Vec::new();
+        for _ in 0..inflaters {
+            let done_tx = done_tx.clone();
+            workers.push(s.spawn(move || inflate_members(job_rx, &done_tx)));
+        }
         let decoder = s.spawn(move || {
             let mut hashed = HashingReader::new(input);
-            let decode_error = pump(&mut hashed, decoding, &tx, abandon);
-            drop(tx);
+            let out = Dispatch {
+                jobs: job_tx,
+                pieces: done_tx,
+                budget,
+                abandon,
+            };
+            let decode_error = pump(&mut hashed, decoding, &out);
+            drop(out);
             if abandon.load(Ordering::Relaxed) {
                 return Err(None);
             }
@@ -142,24 +162,39 @@ where
             let (size, sha) = hashed.finish();
             Ok((size, sha, decode_error))
         });
-        let mut pipe = PipeReader {
-            rx,
-            buf: Vec::new(),
+        let mut pipe = InOrder {
+            pieces: done_rx,
+            early: BTreeMap::new(),
+            next: 0,
+            current: Vec::new(),
             pos: 0,
+            weight: 0,
+            budget,
+            error: None,
         };
         let consumed = consume(&mut pipe);
         if let Consumed::Local(_) = consumed {
             abandon.store(true, Ordering::Relaxed);
         }
+        // A damaged member met in order comes before anything the reading
+        // thread found further on.
+        let inflate_error = pipe.error.take();
         drop(pipe);
         let decoded = decoder.join().map_err(|_| ArchiveError::Panicked)?;
+        let mut panicked = false;
+        for w in workers {
+            panicked |= w.join().is_err();
+        }
+        if panicked {
+            return Err(ArchiveError::Panicked);
+        }
         match (decoded, consumed) {
             (_, Consumed::Local(e)) => Err(e),
             (Err(Some(e)), _) => Err(e),
             (Err(None), _) => Err(ArchiveError::Panicked),
             (Ok((size, sha, decode_error)), consumed) => {
                 compare(expect, size, sha)?;
-                if let Some(e) = decode_error {
+                if let Some(e) = inflate_error.or(decode_error) {
                     return Err(e);
                 }
                 match consumed {
@@ -171,13 +206,51 @@ where
     })
 }
 
-/// Decrypts and gunzips `input` into the channel. Returns the decoding
+/// Inflating threads beyond this would only wait for the disk.
+const MAX_INFLATERS: usize = 8;
+
+/// A run of the tar stream, in order by its sequence number: an inflated
+/// member, a chunk of an unframed stream, or why a member could not be
+/// inflated. `weight` is what it holds of the [`Budget`].
+struct Piece {
+    data: Result<Vec<u8>, String>,
+    weight: usize,
+}
+
+/// Where the reading thread sends its work.
+struct Dispatch<'a> {
+    jobs: mpsc::Sender<(u64, Member)>,
+    pieces: mpsc::Sender<(u64, Piece)>,
+    budget: &'a Budget,
+    abandon: &'a AtomicBool,
+}
+
+fn inflate_members(jobs: &Mutex<mpsc::Receiver<(u64, Member)>>, done: &mpsc::Sender<(u64, Piece)>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((seq, member)) = job else { return };
+        let weight = member.weight();
+        // A panic here would leave a hole in the stream that the reader
+        // waits on forever: make it a damaged member instead.
+        let data = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| member.inflate()))
+            .unwrap_or_else(|_| Err("inflating it panicked".into()));
+        drop(member);
+        // The reader has hung up: keep taking jobs so the reading thread
+        // is never left waiting, and drop them.
+        let _ = done.send((seq, Piece { data, weight }));
+    }
+}
+
+/// Decrypts `input`, cuts it into gzip members for the inflating threads,
+/// or inflates it here when it has no framed members. Returns the decoding
 /// error, if any; stops quietly when the consumer hangs up.
 fn pump<R: Read>(
     input: &mut HashingReader<R>,
     decoding: Decoding<'_>,
-    tx: &mpsc::SyncSender<Vec<u8>>,
-    abandon: &AtomicBool,
+    out: &Dispatch<'_>,
 ) -> Option<ArchiveError> {
     let decrypted: Box<dyn Read + '_> = match decoding {
         Decoding::Plain => Box::new(&mut *input),
@@ -201,61 +274,178 @@ fn pump<R: Read>(
         }
         Decoding::Opaque => return Some(ArchiveError::Decrypt("no identity".into())),
     };
-    let mut gunzip =
-        flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(PIPE_CHUNK, decrypted));
+    let gzip_error = |e: io::Error| Some(ArchiveError::Corrupt(format!("gzip stream: {e}")));
+    let mut stream = io::BufReader::with_capacity(PIPE_CHUNK, decrypted);
+    let mut seq = 0u64;
     loop {
-        if abandon.load(Ordering::Relaxed) {
+        if out.abandon.load(Ordering::Relaxed) {
             return None;
+        }
+        match member::next(&mut stream) {
+            Ok(Next::End) => return None,
+            Ok(Next::Member(member)) => {
+                if !out.budget.take(member.weight()) || out.jobs.send((seq, member)).is_err() {
+                    return None;
+                }
+                seq += 1;
+            }
+            Ok(Next::Unframed(head)) => {
+                let rest = io::Cursor::new(head).chain(&mut stream);
+                return inflate_in_order(rest, seq, out).err().and_then(gzip_error);
+            }
+            Err(e) => return gzip_error(e),
+        }
+    }
+}
+
+/// Inflates a stream without framed members here, in chunks, after the
+/// `seq` pieces sent before it.
+fn inflate_in_order(stream: impl Read, mut seq: u64, out: &Dispatch<'_>) -> io::Result<()> {
+    let mut gunzip = flate2::read::MultiGzDecoder::new(stream);
+    loop {
+        if out.abandon.load(Ordering::Relaxed) || !out.budget.take(PIPE_CHUNK) {
+            return Ok(());
         }
         let mut chunk = vec![0u8; PIPE_CHUNK];
-        let n = match read_full(&mut gunzip, &mut chunk) {
-            Ok(n) => n,
-            Err(e) => return Some(ArchiveError::Corrupt(format!("gzip stream: {e}"))),
-        };
+        let n = member::read_full(&mut gunzip, &mut chunk)?;
         if n == 0 {
-            return None;
+            out.budget.give(PIPE_CHUNK);
+            return Ok(());
         }
         chunk.truncate(n);
-        if tx.send(chunk).is_err() {
-            return None;
+        let piece = Piece {
+            data: Ok(chunk),
+            weight: PIPE_CHUNK,
+        };
+        if out.pieces.send((seq, piece)).is_err() {
+            return Ok(());
         }
+        seq += 1;
     }
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
+/// Bytes in flight between the reading thread and the consumer: taken
+/// before a piece is sent, given back when the consumer is done with it.
+struct Budget {
+    capacity: usize,
+    state: Mutex<BudgetState>,
+    changed: Condvar,
 }
 
-struct PipeReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
+struct BudgetState {
+    free: usize,
+    /// The consumer hung up: nothing more will be given back.
+    closed: bool,
+}
+
+impl Budget {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            state: Mutex::new(BudgetState {
+                free: capacity,
+                closed: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits for `n` bytes (at most the whole budget); `false` once closed.
+    fn take(&self, n: usize) -> bool {
+        let n = n.min(self.capacity);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while !state.closed && state.free < n {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        if state.closed {
+            return false;
+        }
+        state.free -= n;
+        true
+    }
+
+    fn give(&self, n: usize) {
+        let n = n.min(self.capacity);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.free = (state.free + n).min(self.capacity);
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.closed = true;
+        self.changed.notify_all();
+    }
+}
+
+/// The tar stream, put back in order from the pieces as they arrive. Ends
+/// at the first member that could not be inflated (kept in `error`).
+/// Dropping it tells the reading thread to stop.
+struct InOrder<'a> {
+    pieces: mpsc::Receiver<(u64, Piece)>,
+    /// Pieces that arrived before their turn.
+    early: BTreeMap<u64, Piece>,
+    next: u64,
+    current: Vec<u8>,
     pos: usize,
+    /// Budget held by `current`.
+    weight: usize,
+    budget: &'a Budget,
+    error: Option<ArchiveError>,
 }
 
-impl Read for PipeReader {
+impl InOrder<'_> {
+    /// The next piece in order; `None` at the end of the stream.
+    fn next_piece(&mut self) -> Option<Piece> {
+        if let Some(piece) = self.early.remove(&self.next) {
+            return Some(piece);
+        }
+        loop {
+            // Every sender gone: the stream ended (a hole after it would
+            // mean a lost piece, which the joins report as a panic).
+            let (seq, piece) = self.pieces.recv().ok()?;
+            if seq == self.next {
+                return Some(piece);
+            }
+            self.early.insert(seq, piece);
+        }
+    }
+}
+
+impl Read for InOrder<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.buf = chunk;
+        while self.pos == self.current.len() {
+            if self.error.is_some() {
+                return Ok(0);
+            }
+            self.budget.give(std::mem::take(&mut self.weight));
+            let Some(piece) = self.next_piece() else {
+                return Ok(0);
+            };
+            self.next += 1;
+            self.weight = piece.weight;
+            match piece.data {
+                Ok(data) => {
+                    self.current = data;
                     self.pos = 0;
                 }
-                Err(_) => return Ok(0),
+                Err(why) => {
+                    self.current = Vec::new();
+                    self.pos = 0;
+                    self.error = Some(ArchiveError::Corrupt(format!("gzip stream: {why}")));
+                }
             }
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        let n = out.len().min(self.current.len() - self.pos);
+        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+impl Drop for InOrder<'_> {
+    fn drop(&mut self) {
+        self.budget.close();
     }
 }
 

@@ -3,7 +3,9 @@
 //! in, carry out keepalive actions with trusted input, take screenshots,
 //! and close it so the profile is flushed.
 //!
-//! It owns the Chromium process and the tasks that watch it. It never
+//! It owns the Chromium process and the tasks that watch it; the process
+//! dies with Vigil, even with a `kill -9` (see `process.rs`), and
+//! [`stop_orphan`] stops one that an older Vigil left running. It never
 //! decides anything about a session (when to reload, restart, restore: the
 //! session layer does), never touches the profile's files (the volume does),
 //! never imports the policy module, and knows no web app by name. It acts
@@ -67,7 +69,7 @@ pub use crate::action::Action;
 pub use action::{Key, UnknownKey};
 pub use memory::{MemoryUsage, ProcessMemory, process_tree, process_tree_memory};
 pub use probe::{PageState, Probe, ProbeOutcome};
-pub use process::{BrowserGone, Exit, ExitSignal};
+pub use process::{BrowserGone, Exit, ExitSignal, OrphanStop, stop_orphan};
 pub use settings::{BASE_FLAGS, BrowserSettings, LEAN_FLAGS, chromium_args};
 
 use crate::id::SessionId;
@@ -200,10 +202,15 @@ impl Browser {
                 executable: settings.executable.clone(),
             }
         })?;
-        let args = chromium_args(settings, profile, running_as_root());
+        // Absolute, so that a later Vigil can tell from the command line
+        // which profile this browser holds (see `stop_orphan`).
+        let user_data_dir = std::path::absolute(profile).unwrap_or_else(|_| profile.to_owned());
+        let mut args = chromium_args(settings, &user_data_dir, running_as_root());
+        args.push(session.browser_marker());
         tracing::debug!(%session, executable = %executable.display(), ?args, "starting Chromium");
-        let (mut process, devtools_url) =
-            Process::spawn(&executable, &args, &session).map_err(|source| BrowserError::Spawn {
+        let (mut process, devtools_url) = Process::spawn(&executable, &args, &session)
+            .await
+            .map_err(|source| BrowserError::Spawn {
                 session: session.clone(),
                 executable: executable.clone(),
                 source,

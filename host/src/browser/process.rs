@@ -2,16 +2,26 @@
 //! its stderr read (the DevTools address, and the last lines for error
 //! messages), its exit noticed the moment it happens. Owns the two tasks
 //! that do this; dropping a [`Process`] kills the whole group.
+//!
+//! Chromium dies with Vigil, even with a `kill -9`: it is started with a
+//! parent-death signal (`PR_SET_PDEATHSIG`, SIGKILL). Linux sends it when
+//! the *thread* that forked the child ends, and tokio's threads come and
+//! go, so every Chromium is forked by one launcher thread that lives as
+//! long as the process. A Chromium left by an older Vigil is stopped with
+//! [`stop_orphan`].
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
+use rustix::process::{Pid, PidfdFlags, Signal};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{ChildStderr, Command};
+use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -135,19 +145,20 @@ impl Process {
     /// its renderers and zygotes, and a Ctrl-C in Vigil's terminal reaches
     /// Vigil, which then closes Chromium properly). Returns the process and
     /// where its DevTools address will arrive.
-    pub(crate) fn spawn(
+    pub(crate) async fn spawn(
         executable: &Path,
         args: &[String],
         session: &SessionId,
     ) -> std::io::Result<(Process, oneshot::Receiver<String>)> {
-        let mut child = Command::new(executable)
+        let mut command = Command::new(executable);
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()?;
+            .kill_on_drop(true);
+        let mut child = spawn_dying_with_vigil(command).await?;
         let pid = child.id().unwrap_or_default();
         let (state, _) = watch::channel(Liveness::default());
         let tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -262,6 +273,149 @@ impl Drop for Process {
     }
 }
 
+/// A spawn for the launcher thread, and where to send the child.
+struct LaunchRequest {
+    command: Command,
+    runtime: tokio::runtime::Handle,
+    reply: oneshot::Sender<io::Result<Child>>,
+}
+
+/// The thread that forks every Chromium. It never ends, so a child's
+/// parent-death signal fires only when Vigil itself ends.
+fn launcher() -> &'static mpsc::Sender<LaunchRequest> {
+    static LAUNCHER: OnceLock<mpsc::Sender<LaunchRequest>> = OnceLock::new();
+    LAUNCHER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<LaunchRequest>();
+        let started = std::thread::Builder::new()
+            .name("vigil-launcher".into())
+            .spawn(move || {
+                // The sender lives in a static: this loop never ends.
+                for mut request in rx {
+                    // tokio watches the child from the runtime it was
+                    // spawned in.
+                    let _runtime = request.runtime.enter();
+                    let _ = request.reply.send(request.command.spawn());
+                }
+            });
+        if let Err(e) = started {
+            // Without its own thread no browser can start: say why at each
+            // launch rather than panic here.
+            tracing::error!(error = %e, "cannot start the browser launcher thread");
+        }
+        tx
+    })
+}
+
+/// Spawns `command` from the launcher thread, with SIGKILL as the child's
+/// parent-death signal.
+async fn spawn_dying_with_vigil(mut command: Command) -> io::Result<Child> {
+    let vigil = rustix::process::getpid();
+    // SAFETY: runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: prctl and getppid are plain
+    // system calls, and the error is built without allocating.
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            // Vigil may have died between fork and prctl: the signal would
+            // then never come, so do not start at all.
+            if rustix::process::getppid() != Some(vigil) {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let (reply, child) = oneshot::channel();
+    let request = LaunchRequest {
+        command,
+        runtime: tokio::runtime::Handle::current(),
+        reply,
+    };
+    let gone = || io::Error::other("the browser launcher thread is not running");
+    launcher().send(request).map_err(|_| gone())?;
+    child.await.map_err(|_| gone())?
+}
+
+/// How [`stop_orphan`] ended a browser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrphanStop {
+    /// It closed itself after SIGTERM (profile flushed).
+    Closed,
+    /// It had to be killed after the grace time.
+    Killed,
+    /// It was gone already.
+    Gone,
+}
+
+/// Stops a Chromium that an earlier Vigil left running (the volume judges
+/// which one that is: `ProfileClaim::orphan_browser`): SIGTERM so it can
+/// flush the profile, up to `grace` for it to end, then SIGKILL. Its
+/// process group (zygotes, renderers) is killed with it when the browser
+/// leads one, as Vigil's do. Fails only when it is still alive after
+/// SIGKILL.
+pub async fn stop_orphan(pid: u32, grace: Duration) -> io::Result<OrphanStop> {
+    let Some(target) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return Ok(OrphanStop::Gone);
+    };
+    // A pidfd keeps naming this process even if its pid is reused.
+    let pidfd = match rustix::process::pidfd_open(target, PidfdFlags::empty()) {
+        Ok(fd) => Arc::new(fd),
+        Err(rustix::io::Errno::SRCH) => return Ok(OrphanStop::Gone),
+        Err(e) => return Err(e.into()),
+    };
+    let leads_group = rustix::process::getpgid(Some(target)).is_ok_and(|g| g == target);
+    let kill_group = || {
+        if leads_group {
+            let _ = rustix::process::kill_process_group(target, Signal::KILL);
+        }
+    };
+    match rustix::process::pidfd_send_signal(&*pidfd, Signal::TERM) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::SRCH) => {
+            kill_group();
+            return Ok(OrphanStop::Gone);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if wait_exit(pidfd.clone(), grace).await? {
+        // Its helpers end by themselves when it closes; make sure.
+        kill_group();
+        return Ok(OrphanStop::Closed);
+    }
+    kill_group();
+    let _ = rustix::process::pidfd_send_signal(&*pidfd, Signal::KILL);
+    if wait_exit(pidfd, Duration::from_secs(5)).await? {
+        Ok(OrphanStop::Killed)
+    } else {
+        Err(io::Error::other(format!(
+            "pid {pid} is still alive 5 s after SIGKILL"
+        )))
+    }
+}
+
+/// Waits up to `bound` for the process behind `pidfd` to end (a zombie
+/// counts as ended: it is the parent's to reap, not ours).
+async fn wait_exit(pidfd: Arc<OwnedFd>, bound: Duration) -> io::Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        let timeout = rustix::event::Timespec {
+            tv_sec: bound.as_secs() as i64,
+            tv_nsec: i64::from(bound.subsec_nanos()),
+        };
+        loop {
+            let mut fds = [rustix::event::PollFd::new(
+                &*pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(n) => return Ok(n > 0),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        }
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
 async fn read_stderr(
     stderr: ChildStderr,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -312,6 +466,36 @@ mod tests {
         assert_eq!(
             devtools_url("[ERROR:dbus/bus.cc:405] Failed to connect"),
             None
+        );
+    }
+
+    /// The parent-death signal fires when the thread that forked the child
+    /// ends: a child asked for by a thread that then ends must live on,
+    /// because the launcher thread forked it.
+    #[test]
+    fn a_child_outlives_the_thread_that_asked_for_it() {
+        let pid = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let mut sleep = Command::new("sleep");
+            sleep.arg("30");
+            let child = runtime
+                .block_on(spawn_dying_with_vigil(sleep))
+                .expect("sleep starts");
+            child.id().expect("a pid")
+        })
+        .join()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        // SAFETY: kill(2) on the child this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        assert!(
+            state.is_some_and(|s| s.starts_with('S') || s.starts_with('R')),
+            "the child died with the thread: {stat:?}"
         );
     }
 

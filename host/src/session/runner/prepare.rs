@@ -18,6 +18,9 @@ use crate::volume::{self, VolumeError};
 /// Restore decisions asked at one start before Vigil gives up on the
 /// policy and launches on what is on disk.
 const MAX_RESTORE_DECISIONS: usize = 8;
+/// How long a browser left by an earlier Vigil gets to close itself (and
+/// flush the profile) before it is killed.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Runner {
     pub(super) async fn prepare(&mut self) -> Phase {
@@ -27,6 +30,9 @@ impl Runner {
         );
         if let Err(e) = self.ensure_claim().await {
             return self.blocked(format!("cannot claim the profile: {e}"));
+        }
+        if let Err(reason) = self.stop_orphan_browser().await {
+            return self.blocked(reason);
         }
         let started = Instant::now();
         for _ in 0..MAX_RESTORE_DECISIONS {
@@ -101,6 +107,31 @@ impl Runner {
         let profile = self.profile.clone();
         self.claim = Some(blocking(move || profile.claim()).await?);
         Ok(())
+    }
+
+    /// Stops a Chromium that an earlier Vigil, killed before it could
+    /// close it, left holding this session's profile; its lock is then
+    /// stale and cleared like a crashed browser's. Any other live holder is
+    /// refused below, as before.
+    async fn stop_orphan_browser(&self) -> Result<(), String> {
+        let Some(claim) = self.claim.clone() else {
+            return Ok(());
+        };
+        let session = self.spec.id.clone();
+        let orphan = blocking(move || claim.orphan_browser(&session))
+            .await
+            .map_err(|e| format!("cannot read the profile's lock: {e}"))?;
+        let Some(pid) = orphan else { return Ok(()) };
+        match crate::browser::stop_orphan(pid, ORPHAN_GRACE).await {
+            Ok(how) => {
+                tracing::warn!(session = %self.spec.id, pid, ?how, profile = %self.spec.profile_dir.display(), "stopped the browser an earlier Vigil left running on the profile");
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "cannot stop the browser (pid {pid}) an earlier Vigil left running on profile {}: {e}",
+                self.spec.profile_dir.display()
+            )),
+        }
     }
 
     async fn inventory(&self) -> Result<volume::Inventory, VolumeError> {
