@@ -77,7 +77,11 @@ pub struct ServiceConfig {
     pub max_concurrent_launches: usize,
     /// SIGTERM / SIGINT: close every browser gracefully, take the shutdown
     /// backups, and exit within this many seconds whatever is left.
-    pub shutdown_timeout_secs: u64,
+    #[serde(
+        rename = "shutdown_timeout_secs",
+        deserialize_with = "crate::duration::secs_or_zero"
+    )]
+    pub shutdown_timeout: Duration,
     /// How often each session's page is probed (sessions may override).
     pub probe_interval_secs: Seconds,
     /// How long a launched page may take to show connected or needs-login
@@ -89,7 +93,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             max_concurrent_launches: 2,
-            shutdown_timeout_secs: 90,
+            shutdown_timeout: Duration::from_secs(90),
             probe_interval_secs: Seconds(std::time::Duration::from_secs(10)),
             connect_timeout_secs: Seconds(std::time::Duration::from_secs(60)),
         }
@@ -148,8 +152,9 @@ pub struct BackupConfig {
     pub store: StoreUrl,
     /// Six-field cron (seconds first), in UTC.
     pub schedule: CronSchedule,
-    /// Backups younger than this are kept.
-    pub keep_days: u32,
+    /// Backups younger than this are kept (`30`, or `"36h"`).
+    #[serde(rename = "keep_days", deserialize_with = "crate::duration::days")]
+    pub keep: Duration,
     /// Never fewer than this many good backups per session, whatever their age.
     pub keep_last: KeepLast,
     pub mode: BackupMode,
@@ -170,12 +175,20 @@ pub struct BackupConfig {
     pub critical: Vec<ProfilePath>,
     /// An archive with no manifest (an interrupted upload) is deleted by
     /// pruning once it is older than this.
-    pub orphan_grace_hours: u32,
+    #[serde(
+        rename = "orphan_grace_hours",
+        deserialize_with = "crate::duration::hours"
+    )]
+    pub orphan_grace: Duration,
     /// gzip level, 1 (fastest) to 9 (smallest).
     pub compression_level: CompressionLevel,
     /// How long a store request may keep being retried before the operation
     /// fails (cloud stores only; `file://` does not retry).
-    pub retry_timeout_secs: u64,
+    #[serde(
+        rename = "retry_timeout_secs",
+        deserialize_with = "crate::duration::secs_or_zero"
+    )]
+    pub retry_timeout: Duration,
     pub max_retries: usize,
     /// Back up a session once it reaches connected after a new login (or
     /// when it has no backup yet), rather than waiting for the schedule.
@@ -324,15 +337,24 @@ pub struct WebhookDelivery {
     pub max_attempts: std::num::NonZeroU32,
     /// The wait after the first failed try; it doubles after each one
     /// (with jitter) up to `backoff_max_secs`.
-    #[serde(rename = "backoff_base_secs", deserialize_with = "secs")]
+    #[serde(
+        rename = "backoff_base_secs",
+        deserialize_with = "crate::duration::secs"
+    )]
     pub backoff_base: Duration,
-    #[serde(rename = "backoff_max_secs", deserialize_with = "secs")]
+    #[serde(
+        rename = "backoff_max_secs",
+        deserialize_with = "crate::duration::secs"
+    )]
     pub backoff_max: Duration,
     /// A request (connect, send, answer) taking longer has failed.
-    #[serde(rename = "timeout_secs", deserialize_with = "secs")]
+    #[serde(rename = "timeout_secs", deserialize_with = "crate::duration::secs")]
     pub timeout: Duration,
     /// On shutdown, how long queued events may still be delivered.
-    #[serde(rename = "flush_timeout_secs", deserialize_with = "secs")]
+    #[serde(
+        rename = "flush_timeout_secs",
+        deserialize_with = "crate::duration::secs"
+    )]
     pub flush_timeout: Duration,
 }
 
@@ -370,7 +392,7 @@ impl Default for BackupConfig {
             schedule: "0 0 2 * * *"
                 .parse()
                 .expect("the default schedule is valid"),
-            keep_days: 30,
+            keep: Duration::from_secs(30 * 86_400),
             keep_last: KeepLast(3),
             mode: BackupMode::Quiesce,
             encrypt_to: Vec::new(),
@@ -381,9 +403,9 @@ impl Default for BackupConfig {
                 .iter()
                 .map(|p| p.parse().expect("built-in critical paths are valid"))
                 .collect(),
-            orphan_grace_hours: 24,
+            orphan_grace: Duration::from_secs(24 * 3600),
             compression_level: CompressionLevel(6),
-            retry_timeout_secs: 60,
+            retry_timeout: Duration::from_secs(60),
             max_retries: 5,
             after_login: true,
             on_shutdown: true,
@@ -580,7 +602,8 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-/// A positive number of seconds (`10`, `0.5`).
+/// A positive duration whose bare numbers are seconds (`10`, `0.5`,
+/// `"250ms"`, `"5m"`), for optional fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seconds(std::time::Duration);
 
@@ -592,15 +615,7 @@ impl Seconds {
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let secs = f64::deserialize(d)?;
-        if secs.is_nan() || secs <= 0.0 {
-            return Err(serde::de::Error::custom(format!(
-                "expected a positive number of seconds, got {secs}"
-            )));
-        }
-        std::time::Duration::try_from_secs_f64(secs)
-            .map(Seconds)
-            .map_err(|_| serde::de::Error::custom(format!("{secs} seconds is too long")))
+        crate::duration::secs(d).map(Seconds)
     }
 }
 
@@ -608,17 +623,6 @@ impl<'de> Deserialize<'de> for Seconds {
 pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     let p = PathBuf::deserialize(d)?;
     Ok(resolve(&p))
-}
-
-/// `deserialize_with` for a positive number of seconds (`10`, `0.25`).
-pub(crate) fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let secs = f64::deserialize(d)?;
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            serde::de::Error::custom(format!("{secs} is not a positive number of seconds"))
-        })
 }
 
 /// Like [`path`], for an optional field.
@@ -1016,6 +1020,74 @@ url = "https://web.whatsapp.com"
 
         let (_, _, message) = error_at("[backup]\ncritical = [\"../etc\"]\n");
         assert!(message.contains("../etc"), "{message}");
+    }
+
+    #[test]
+    fn every_duration_takes_a_number_in_its_unit_or_a_string() {
+        let c = parse(
+            r#"
+[service]
+shutdown_timeout_secs = "2m"
+probe_interval_secs = "250ms"
+connect_timeout_secs = 45
+[backup]
+keep_days = "36h"
+orphan_grace_hours = 2
+retry_timeout_secs = "1m30s"
+[browser]
+launch_timeout_secs = "5s"
+[webhooks]
+backoff_base_secs = "500ms"
+[fixture]
+listen = "127.0.0.1:8600"
+idle_after_secs = "1m"
+[[session]]
+id = "main"
+url = "https://a"
+probe_interval_secs = "2s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.service.shutdown_timeout, Duration::from_secs(120));
+        assert_eq!(
+            c.service.probe_interval_secs.get(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            c.service.connect_timeout_secs.get(),
+            Duration::from_secs(45)
+        );
+        assert_eq!(c.backup.keep, Duration::from_secs(36 * 3600));
+        assert_eq!(c.backup.orphan_grace, Duration::from_secs(2 * 3600));
+        assert_eq!(c.backup.retry_timeout, Duration::from_secs(90));
+        assert_eq!(c.browser.launch_timeout, Duration::from_secs(5));
+        assert_eq!(c.webhook_delivery.backoff_base, Duration::from_millis(500));
+        let idle = c.fixture.unwrap().idle_after_secs.unwrap().get();
+        assert_eq!(idle, Duration::from_secs(60));
+        assert_eq!(
+            c.sessions[0].probe_interval_secs.unwrap().get(),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused_at_its_value() {
+        let (line, column, message) = error_at("[service]\nshutdown_timeout_secs = \"2 mins\"\n");
+        assert_eq!((line, column), (2, 25));
+        assert!(
+            message.contains("\"2 mins\": unknown unit \"mins\""),
+            "{message}"
+        );
+        let (line, _, message) = error_at("[backup]\nkeep_days = \"3 weeks\"\n");
+        assert_eq!(line, 2);
+        assert!(message.contains("3 weeks"), "{message}");
+        let (line, _, message) = error_at(
+            "[[session]]\nid = \"a\"\nurl = \"https://a\"\nconnect_timeout_secs = \"0s\"\n",
+        );
+        assert_eq!(line, 4);
+        assert!(message.contains("positive number of seconds"), "{message}");
+        let (_, _, message) = error_at("[browser]\nload_timeout_secs = \"5 parsecs\"\n");
+        assert!(message.contains("unknown unit"), "{message}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!
 //! - [`id`]: identifiers shared by every layer ([`id::SessionId`]).
 //! - [`config`]: `vigil.toml` -> typed config, errors with file:line:col.
+//! - [`duration`]: the one duration grammar of `vigil.toml` and policy files.
 //! - [`volume`]: one profile directory: inventory, locks, atomic replace.
 //! - [`archive`]: profile <-> tar.gz stream, checksums.
 //! - [`backup`]: backups in object storage: put, list, verify, prune, fetch.
@@ -30,6 +31,7 @@ pub mod archive;
 pub mod backup;
 pub mod browser;
 pub mod config;
+pub mod duration;
 pub mod fixture;
 pub mod id;
 pub mod policy;

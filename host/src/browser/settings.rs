@@ -185,7 +185,7 @@ mod secs {
 
     use serde::Serializer;
 
-    pub(super) use crate::config::secs as deserialize;
+    pub(super) use crate::duration::secs as deserialize;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())

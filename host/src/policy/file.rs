@@ -310,27 +310,10 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-/// "50ms", "30s", "2m", "1h", or a bare number of milliseconds.
+/// A policy file's duration: the grammar of [`crate::duration`], where a
+/// bare number is milliseconds (`"50"` is `"50ms"`).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("{text:?} is not a duration like \"50ms\", \"30s\", \"2m\" or \"1h\"")
-    })?;
-    let ms = match unit.trim() {
-        "" | "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" | "min" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    crate::duration::parse(text, crate::duration::Unit::Millis)
 }
 
 /// "16MiB", "512KiB", "1GiB", or a bare number of bytes.
