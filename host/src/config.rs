@@ -32,6 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::id::SessionId;
+pub use crate::secret::SecretSource;
 
 /// The whole `vigil.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -263,15 +264,6 @@ pub struct WebhookConfig {
     pub secret: SecretSource,
     /// Which events it receives; default every one.
     pub events: Vec<crate::webhook::EventPattern>,
-}
-
-/// Where a webhook's secret comes from; never the config file itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// `secret_file`: the file's content, without its trailing newline.
-    File(PathBuf),
-    /// `secret_env`: an environment variable's value.
-    Env(String),
 }
 
 /// `[[webhook]]` as written, checked into a [`WebhookConfig`].

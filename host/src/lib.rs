@@ -12,6 +12,7 @@
 //! - [`archive`]: profile <-> tar.gz stream, checksums.
 //! - [`backup`]: backups in object storage: put, list, verify, prune, fetch.
 //! - [`schedule`]: cron jobs for backups and retention.
+//! - [`secret`]: secrets named by `vigil.toml` (a file or a variable), read late.
 //! - [`policy`]: the wasmtime runtime for keepalive / watchdog / restore
 //!   policies, with limits, fallbacks and hot reload.
 //! - [`browser`]: Chromium through chromiumoxide: launch, probe, act.
@@ -36,6 +37,7 @@ pub mod fixture;
 pub mod id;
 pub mod policy;
 pub mod schedule;
+pub mod secret;
 pub mod session;
 pub mod supervisor;
 pub mod systemd;

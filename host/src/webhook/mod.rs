@@ -18,7 +18,6 @@ pub mod event;
 pub mod outbox;
 pub mod signature;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +25,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::config::{SecretSource, WebhookConfig, WebhookDelivery};
+use crate::config::{WebhookConfig, WebhookDelivery};
+use crate::secret::{Secret, SecretSource};
 pub use delivery::{Backoff, Retry};
 pub use event::{Delivery, Event, EventKind, EventPattern, RestoreSource};
 use outbox::{Outbox, Pushed};
@@ -40,16 +40,11 @@ const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookError {
-    #[error("webhook {webhook}: cannot read its secret_file {}: {source}", path.display())]
-    SecretFile {
+    #[error("webhook {webhook}: its secret: {source}")]
+    Secret {
         webhook: String,
-        path: PathBuf,
-        source: std::io::Error,
+        source: crate::secret::SecretError,
     },
-    #[error("webhook {webhook}: its secret_env variable {var} is not set")]
-    SecretEnvUnset { webhook: String, var: String },
-    #[error("webhook {webhook}: its secret ({origin}) is empty")]
-    SecretEmpty { webhook: String, origin: String },
     #[error("two webhooks are named {name:?}: give one of them another `name`")]
     DuplicateName { name: String },
     #[error("cannot set up the webhooks' HTTP client: {0}")]
@@ -126,21 +121,6 @@ pub struct WebhookStats {
 pub struct ShutdownReport {
     /// Events still queued or being retried when `flush_timeout` ran out.
     pub abandoned: u64,
-}
-
-/// A webhook secret: kept as bytes, never printed.
-struct Secret(Vec<u8>);
-
-impl Secret {
-    fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
 }
 
 impl Webhooks {
@@ -352,37 +332,10 @@ impl Webhook {
 }
 
 fn read_secret(webhook: &str, source: &SecretSource) -> Result<Secret, WebhookError> {
-    let (mut bytes, origin) = match source {
-        SecretSource::File(path) => {
-            let bytes = std::fs::read(path).map_err(|source| WebhookError::SecretFile {
-                webhook: webhook.to_string(),
-                path: path.clone(),
-                source,
-            })?;
-            (bytes, format!("secret_file {}", path.display()))
-        }
-        SecretSource::Env(var) => {
-            let value = std::env::var_os(var).ok_or_else(|| WebhookError::SecretEnvUnset {
-                webhook: webhook.to_string(),
-                var: var.clone(),
-            })?;
-            (
-                std::os::unix::ffi::OsStringExt::into_vec(value),
-                format!("secret_env {var}"),
-            )
-        }
-    };
-    // `echo secret > file` leaves a newline that is not part of the key.
-    while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
-        bytes.pop();
-    }
-    if bytes.is_empty() {
-        return Err(WebhookError::SecretEmpty {
-            webhook: webhook.to_string(),
-            origin,
-        });
-    }
-    Ok(Secret(bytes))
+    source.read().map_err(|source| WebhookError::Secret {
+        webhook: webhook.to_string(),
+        source,
+    })
 }
 
 /// `hooks.example.com/vigil` for `https://user:pw@hooks.example.com/vigil?t=1`.
@@ -508,10 +461,10 @@ flush_timeout_secs = 20
         assert!(err.contains("vigil.toml:2:"), "{err}");
         let err = invalid("[webhooks]\nqueue_capacity = 0\n");
         assert!(err.contains("vigil.toml:2:"), "{err}");
-        let err = invalid("[webhooks]\ntimeout_secs = \"10s\"\n");
+        let err = invalid("[webhooks]\ntimeout_secs = \"10 parsecs\"\n");
         assert!(err.contains("vigil.toml:2:"), "{err}");
         let err = invalid("[webhooks]\nbackoff_base_secs = 0\n");
-        assert!(err.contains("not a positive number of seconds"), "{err}");
+        assert!(err.contains("positive number of seconds"), "{err}");
         let err = invalid("[webhooks]\nretries = 3\n");
         assert!(err.contains("retries"), "{err}");
     }
