@@ -248,6 +248,53 @@ pub struct SessionConfig {
     /// Overrides `[service] connect_timeout_secs`.
     #[serde(default)]
     pub connect_timeout_secs: Option<Seconds>,
+    /// The `User-Agent` the page and its server see; default: Chromium's
+    /// own with "HeadlessChrome" made "Chrome".
+    #[serde(default)]
+    pub user_agent: Option<crate::browser::UserAgent>,
+    /// A language tag (`de-DE`): `navigator.language` and `Accept-Language`.
+    #[serde(default)]
+    pub locale: Option<crate::browser::Locale>,
+    /// An IANA time zone (`Europe/Berlin`) for the page and its workers.
+    #[serde(default)]
+    pub timezone: Option<crate::browser::TimeZone>,
+    /// `http://`, `https://` or `socks5://` host:port for the page's traffic.
+    #[serde(default)]
+    pub proxy: Option<crate::browser::ProxyUrl>,
+    /// A file holding the proxy's `user:password`.
+    #[serde(default, deserialize_with = "opt_path")]
+    pub proxy_credentials_file: Option<PathBuf>,
+    /// An environment variable holding the proxy's `user:password`.
+    #[serde(default)]
+    pub proxy_credentials_env: Option<String>,
+    /// More Chromium flags for this session, after `[browser] extra_args`
+    /// (merged the same way).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Overrides `[browser] window_width` / `window_height`.
+    #[serde(default)]
+    pub window: Option<crate::browser::WindowSize>,
+}
+
+impl SessionConfig {
+    /// The browser identity this session asks for. The combination of its
+    /// proxy fields was checked by [`Config::parse`].
+    pub fn identity(&self) -> crate::browser::Identity {
+        let credentials = match (&self.proxy_credentials_file, &self.proxy_credentials_env) {
+            (Some(file), _) => Some(SecretSource::File(file.clone())),
+            (None, Some(var)) => Some(SecretSource::Env(var.clone())),
+            (None, None) => None,
+        };
+        crate::browser::Identity {
+            user_agent: self.user_agent.clone(),
+            locale: self.locale.clone(),
+            timezone: self.timezone.clone(),
+            proxy: self
+                .proxy
+                .clone()
+                .map(|url| crate::browser::Proxy { url, credentials }),
+        }
+    }
 }
 
 /// One `[[webhook]]`: a receiver of signed event notifications. Its secret
@@ -473,7 +520,7 @@ impl Config {
         let mut config: Config = with_base_dir(base, || toml::from_str(text))
             .map_err(|e| invalid(e.span(), e.message().to_string()))?;
         config.file = file.to_path_buf();
-        if let Some((span, message)) = duplicate_session(text) {
+        if let Some((span, message)) = duplicate_session(text).or_else(|| proxy_mistake(text)) {
             return Err(invalid(Some(span), message));
         }
         Ok(config)
@@ -531,6 +578,70 @@ fn duplicate_session(text: &str) -> Option<(std::ops::Range<usize>, String)> {
                     later.id.get_ref()
                 ),
             ));
+        }
+    }
+    None
+}
+
+/// The proxy fields of one `[[session]]` make sense together: credentials
+/// need a proxy, come from one place, and Chromium cannot give them to a
+/// SOCKS proxy. Checked on a second pass that keeps each value's span.
+fn proxy_mistake(text: &str) -> Option<(std::ops::Range<usize>, String)> {
+    #[derive(Deserialize)]
+    struct Sessions {
+        #[serde(default)]
+        session: Vec<Proxied>,
+    }
+    #[derive(Deserialize)]
+    struct Proxied {
+        id: String,
+        proxy: Option<toml::Spanned<String>>,
+        proxy_credentials_file: Option<toml::Spanned<String>>,
+        proxy_credentials_env: Option<toml::Spanned<String>>,
+    }
+    let sessions: Sessions = toml::from_str(text).ok()?;
+    for s in sessions.session {
+        let id = &s.id;
+        let credentials = match (&s.proxy_credentials_file, &s.proxy_credentials_env) {
+            (Some(_), Some(env)) => {
+                return Some((
+                    env.span(),
+                    format!(
+                        "session {id}: set only one of proxy_credentials_file and proxy_credentials_env"
+                    ),
+                ));
+            }
+            (Some(c), None) | (None, Some(c)) => Some(c),
+            (None, None) => None,
+        };
+        if let Some(env) = &s.proxy_credentials_env
+            && env.get_ref().trim().is_empty()
+        {
+            return Some((
+                env.span(),
+                format!("session {id}: proxy_credentials_env is empty"),
+            ));
+        }
+        match (&s.proxy, credentials) {
+            (None, Some(c)) => {
+                return Some((
+                    c.span(),
+                    format!(
+                        "session {id}: proxy credentials are set but no proxy: add proxy = \"http://host:port\""
+                    ),
+                ));
+            }
+            (Some(proxy), Some(c))
+                if proxy.get_ref().to_ascii_lowercase().starts_with("socks5:") =>
+            {
+                return Some((
+                    c.span(),
+                    format!(
+                        "session {id}: Chromium cannot log in to a SOCKS proxy; use an http:// or https:// proxy for authentication, or a SOCKS proxy that needs none"
+                    ),
+                ));
+            }
+            _ => {}
         }
     }
     None
@@ -1080,6 +1191,57 @@ probe_interval_secs = "2s"
         assert!(message.contains("positive number of seconds"), "{message}");
         let (_, _, message) = error_at("[browser]\nload_timeout_secs = \"5 parsecs\"\n");
         assert!(message.contains("unknown unit"), "{message}");
+    }
+
+    #[test]
+    fn identity_mistakes_name_the_field_at_its_value() {
+        const HEAD: &str = "[[session]]\nid = \"a\"\nurl = \"https://a\"\n";
+        let at = |line: &str| error_at(&format!("{HEAD}{line}\n"));
+
+        let (l, c, m) = at("timezone = \"Mars/Base\"");
+        assert_eq!((l, c), (4, 12));
+        assert!(
+            m.contains("timezone \"Mars/Base\" is not an IANA time zone"),
+            "{m}"
+        );
+        let (l, _, m) = at("locale = \"de_DE\"");
+        assert_eq!(l, 4);
+        assert!(m.contains("locale \"de_DE\"") && m.contains("de-DE"), "{m}");
+        let (_, _, m) = at("proxy = \"ftp://p:21\"");
+        assert!(m.contains("http://, https:// or socks5://"), "{m}");
+        let (l, c, m) = at("proxy = \"http://alice:pw@p:3128\"");
+        assert_eq!((l, c), (4, 9));
+        assert!(
+            m.contains("proxy_credentials_env") && !m.contains("pw@"),
+            "{m}"
+        );
+        let (_, _, m) = at("user_agent = \"\"");
+        assert!(m.contains("user_agent is empty"), "{m}");
+        let (_, _, m) = at("window = { width = 1024 }");
+        assert!(m.contains("height"), "{m}");
+        let (_, _, m) = at("window = { width = 10, height = 700 }");
+        assert!(m.contains("window width 10"), "{m}");
+
+        let (l, c, m) = at("proxy_credentials_env = \"PROXY_AUTH\"");
+        assert_eq!((l, c), (4, 25));
+        assert!(
+            m.contains("session a: proxy credentials are set but no proxy"),
+            "{m}"
+        );
+        let (l, _, m) = at(
+            "proxy = \"http://p:3128\"\nproxy_credentials_file = \"f\"\nproxy_credentials_env = \"V\"",
+        );
+        assert_eq!(l, 6);
+        assert!(m.contains("only one of"), "{m}");
+        let (l, _, m) = at("proxy = \"socks5://p:1080\"\nproxy_credentials_env = \"V\"");
+        assert_eq!(l, 5);
+        assert!(m.contains("cannot log in to a SOCKS proxy"), "{m}");
+        // Each mistake names the file too.
+        let e = parse(&format!("{HEAD}timezone = \"Nowhere\"\n")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("/srv/vigil/vigil.toml:4:12: "),
+            "{e}"
+        );
     }
 
     #[test]

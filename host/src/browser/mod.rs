@@ -30,6 +30,7 @@
 //! ```
 
 mod action;
+mod identity;
 mod memory;
 mod probe;
 mod process;
@@ -62,6 +63,10 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 pub use action::{Action, Key, UnknownKey};
+pub use identity::{
+    CredentialsError, HEADLESS_PRODUCT, Identity, Locale, Proxy, ProxyCredentials, ProxyUrl,
+    TimeZone, UserAgent, WindowSize, unheadless,
+};
 pub use memory::{MemoryUsage, ProcessMemory, process_tree, process_tree_memory};
 pub use probe::{PageState, Probe, ProbeOutcome};
 pub use process::{BrowserGone, Exit, ExitSignal};
