@@ -8,6 +8,7 @@ pub mod fixture;
 pub mod host;
 pub mod plugins;
 pub mod profile;
+pub mod proxy;
 pub mod s3;
 pub mod storage;
 pub mod webhook;

@@ -1,7 +1,8 @@
 //! One session's Chromium, through chromiumoxide: launch it headless on the
-//! session's profile, open the session's page, probe what state the page is
-//! in, carry out keepalive actions with trusted input, take screenshots,
-//! and close it so the profile is flushed.
+//! session's profile with the session's identity (user agent, language,
+//! time zone, proxy and its login), open the session's page, probe what
+//! state the page is in, carry out keepalive actions with trusted input,
+//! take screenshots, and close it so the profile is flushed.
 //!
 //! It owns the Chromium process and the tasks that watch it. It never
 //! decides anything about a session (when to reload, restart, restore: the
@@ -35,6 +36,7 @@ mod memory;
 mod probe;
 mod process;
 mod settings;
+mod user_agent;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -45,7 +47,7 @@ use chromiumoxide::cdp::browser_protocol::browser::{
     PermissionDescriptor, PermissionSetting, SetPermissionParams,
 };
 use chromiumoxide::cdp::browser_protocol::emulation::{
-    SetFocusEmulationEnabledParams, SetIdleOverrideParams,
+    SetFocusEmulationEnabledParams, SetIdleOverrideParams, SetLocaleOverrideParams,
 };
 use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
@@ -149,6 +151,20 @@ pub enum BrowserError {
         url: String,
         reason: String,
     },
+    #[error("session {session}: proxy credentials: {source}")]
+    ProxyCredentials {
+        session: SessionId,
+        #[source]
+        source: CredentialsError,
+    },
+    #[error(
+        "session {session}: cannot learn Chromium's own user agent (from a short-lived browser on a scratch profile; set user_agent to skip this): {source}"
+    )]
+    UserAgentProbe {
+        session: SessionId,
+        #[source]
+        source: Box<BrowserError>,
+    },
     #[error("session {session}: {what}: the page threw: {message}")]
     Script {
         session: SessionId,
@@ -174,17 +190,17 @@ pub struct Browser {
     session: SessionId,
     profile: PathBuf,
     settings: BrowserSettings,
-    process: Process,
-    devtools: chromiumoxide::Browser,
+    chromium: Attached,
     page: chromiumoxide::Page,
-    handler: JoinHandle<()>,
     mouse_moves: AtomicU64,
 }
 
 impl Browser {
     /// Starts Chromium headless on `profile` (its `--user-data-dir`) and
-    /// attaches to it. Fails with [`BrowserError::ProfileInUse`] when
-    /// another Chromium holds the profile.
+    /// attaches to it, with the session's identity (see
+    /// [`BrowserSettings::identity`]). Fails with
+    /// [`BrowserError::ProfileInUse`] when another Chromium holds the
+    /// profile.
     pub async fn launch(
         session: SessionId,
         profile: &Path,
@@ -197,87 +213,77 @@ impl Browser {
                 executable: settings.executable.clone(),
             }
         })?;
-        let args = chromium_args(settings, profile, running_as_root());
-        tracing::debug!(%session, executable = %executable.display(), ?args, "starting Chromium");
-        let (mut process, devtools_url) =
-            Process::spawn(&executable, &args, &session).map_err(|source| BrowserError::Spawn {
+        let identity = &settings.identity;
+        // Read before anything starts: a missing file fails the launch
+        // with its name, not a page stuck on the proxy's 407.
+        let credentials = identity
+            .proxy
+            .as_ref()
+            .and_then(|p| p.credentials.as_ref())
+            .map(ProxyCredentials::read)
+            .transpose()
+            .map_err(|source| BrowserError::ProxyCredentials {
                 session: session.clone(),
-                executable: executable.clone(),
                 source,
             })?;
-
-        let mut liveness = process.liveness();
-        let url = tokio::select! {
-            url = devtools_url => url.ok(),
-            // Mapped to `()` so no `watch::Ref` (not `Send`) outlives the select.
-            _ = async { let _ = liveness.wait_for(|l| l.exit().is_some()).await; } => None,
-            _ = tokio::time::sleep(settings.launch_timeout) => {
-                let stderr = process.stderr_tail().await;
-                return Err(BrowserError::LaunchTimeout {
-                    session,
-                    profile: profile.to_owned(),
-                    after: settings.launch_timeout,
-                    stderr,
-                });
+        let mut args = chromium_args(settings, profile, running_as_root());
+        if !args.iter().any(|a| a.starts_with("--user-agent=")) {
+            let learnt = user_agent::default_for(&session, &executable, settings).await?;
+            if let Some(ua) = learnt {
+                args.push(format!("--user-agent={ua}"));
             }
-        };
-        let Some(url) = url else {
-            // Stderr closed or the process ended before DevTools came up.
-            let exit = process
-                .wait_exit(Duration::from_secs(2))
+        }
+        tracing::debug!(%session, executable = %executable.display(), ?args, "starting Chromium");
+        let mut chromium = attach(
+            &session,
+            &executable,
+            &args,
+            &identity.env(),
+            profile,
+            settings,
+        )
+        .await?;
+        let setup = async {
+            let page = first_page(&mut chromium.devtools)
                 .await
-                .unwrap_or(Exit {
-                    code: None,
-                    signal: None,
-                });
-            return Err(launch_failure(
-                session,
-                profile,
-                exit,
-                process.stderr_tail().await,
-            ));
+                .map_err(|source| (source, "open the browser's page"))?;
+            if let Some(locale) = &identity.locale {
+                // Intl in the page formats as the locale says; the flags
+                // already set navigator.language and Accept-Language.
+                let params = SetLocaleOverrideParams {
+                    locale: Some(locale.as_str().to_owned()),
+                };
+                page.execute(params)
+                    .await
+                    .map_err(|source| (source, "set the page's locale"))?;
+            }
+            if let Some(ProxyCredentials { username, password }) = credentials {
+                // Chromium ignores credentials in --proxy-server. Through
+                // DevTools' Fetch domain every request of the page is paused
+                // and let go, and the proxy's 407 is answered with these
+                // (once per request: a refusal then fails the request with
+                // net::ERR_INVALID_AUTH_CREDENTIALS instead of looping).
+                // chromiumoxide's handler answers every auth challenge, so
+                // it must be its own mechanism that does it.
+                page.authenticate(chromiumoxide::auth::Credentials { username, password })
+                    .await
+                    .map_err(|source| (source, "answer the proxy's login through DevTools"))?;
+            }
+            Ok::<_, (CdpError, &'static str)>(page)
         };
-
-        let config = HandlerConfig {
-            // A kept-alive app must not silently accept a bad certificate.
-            ignore_https_errors: false,
-            // The page gets exactly the configured size: a headless window
-            // would give it less (its hidden tab strip and toolbar).
-            viewport: Some(Viewport {
-                width: settings.window_width,
-                height: settings.window_height,
-                device_scale_factor: Some(1.0),
-                ..Viewport::default()
-            }),
-            request_timeout: settings.command_timeout,
-            ..HandlerConfig::default()
-        };
-        let (mut devtools, handler) = chromiumoxide::Browser::connect_with_config(url, config)
-            .await
-            .map_err(|source| BrowserError::Devtools {
-                session: session.clone(),
-                what: "attach to Chromium's DevTools",
-                source,
-            })?;
-        let handler = tokio::spawn(drive_devtools(
-            handler,
-            process.state_sender(),
-            session.clone(),
-        ));
-        let page = match first_page(&mut devtools).await {
-            Ok(page) => page,
-            Err(source) => {
-                handler.abort();
+        let page = match setup.await {
+            Ok(set) => set,
+            Err((source, what)) => {
                 return Err(BrowserError::Devtools {
                     session,
-                    what: "find the browser's page",
+                    what,
                     source,
                 });
             }
         };
         tracing::info!(
             %session,
-            pid = process.pid(),
+            pid = chromium.process.pid(),
             profile = %profile.display(),
             took_ms = started.elapsed().as_millis() as u64,
             "browser launched"
@@ -286,10 +292,8 @@ impl Browser {
             session,
             profile: profile.to_owned(),
             settings: settings.clone(),
-            process,
-            devtools,
+            chromium,
             page,
-            handler,
             mouse_moves: AtomicU64::new(0),
         })
     }
@@ -304,12 +308,12 @@ impl Browser {
 
     /// The Chromium browser process (the leader of its process group).
     pub fn pid(&self) -> u32 {
-        self.process.pid()
+        self.chromium.process.pid()
     }
 
     /// Fires when this browser is gone (process exit or DevTools lost).
     pub fn exit_signal(&self) -> ExitSignal {
-        ExitSignal::new(self.process.liveness())
+        ExitSignal::new(self.chromium.process.liveness())
     }
 
     /// PSS and RSS summed over this browser's processes.
@@ -428,24 +432,12 @@ impl Browser {
     /// outcome says how it went.
     pub async fn close(mut self) -> Closed {
         let started = Instant::now();
-        let bound = self.settings.close_timeout;
-        if self.process.exit().is_none() {
-            // The answer may never come: Chromium can drop the connection
-            // as it exits. The process exit is what counts.
-            let _ = tokio::time::timeout(bound, self.devtools.close()).await;
-        }
-        let mut exit = self
-            .process
-            .wait_exit(bound.saturating_sub(started.elapsed()))
-            .await;
-        let graceful = exit.is_some_and(|e| e.code == Some(0));
-        if exit.is_none() {
-            tracing::warn!(session = %self.session, pid = self.pid(), ?bound, "Chromium did not close in time; killing it");
-            self.process.kill();
-            exit = self.process.wait_exit(Duration::from_secs(5)).await;
-        }
-        self.handler.abort();
-        self.process.reap().await;
+        let (graceful, exit) = shut(
+            &mut self.chromium,
+            self.settings.close_timeout,
+            &self.session,
+        )
+        .await;
         let closed = Closed {
             graceful,
             exit,
@@ -538,7 +530,7 @@ impl Browser {
         self.guard(
             "grant the wake lock permission",
             self.settings.command_timeout,
-            self.devtools.execute(grant),
+            self.chromium.devtools.execute(grant),
         )
         .await?;
         const REQUEST: &str = "(async () => {
@@ -622,14 +614,6 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // `Process` kills the group on its own drop; the DevTools task must
-        // not outlive it.
-        self.handler.abort();
-    }
-}
-
 enum Evaluated {
     Value(serde_json::Value),
     Threw(String),
@@ -656,6 +640,129 @@ fn launch_failure(session: SessionId, profile: &Path, exit: Exit, stderr: String
         exit,
         stderr,
     }
+}
+
+/// A Chromium process with DevTools attached. Dropping it kills the
+/// process group (`Process` does) and ends the DevTools task with it.
+struct Attached {
+    process: Process,
+    devtools: chromiumoxide::Browser,
+    handler: JoinHandle<()>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.handler.abort();
+    }
+}
+
+/// Spawns Chromium with `args` and `env`, waits for its DevTools address
+/// (up to the launch timeout), and attaches to it.
+async fn attach(
+    session: &SessionId,
+    executable: &Path,
+    args: &[String],
+    env: &[(&str, String)],
+    profile: &Path,
+    settings: &BrowserSettings,
+) -> Result<Attached, BrowserError> {
+    let (mut process, devtools_url) =
+        Process::spawn(executable, args, env, session).map_err(|source| BrowserError::Spawn {
+            session: session.clone(),
+            executable: executable.to_owned(),
+            source,
+        })?;
+    let mut liveness = process.liveness();
+    let url = tokio::select! {
+        url = devtools_url => url.ok(),
+        // Mapped to `()` so no `watch::Ref` (not `Send`) outlives the select.
+        _ = async { let _ = liveness.wait_for(|l| l.exit().is_some()).await; } => None,
+        _ = tokio::time::sleep(settings.launch_timeout) => {
+            let stderr = process.stderr_tail().await;
+            return Err(BrowserError::LaunchTimeout {
+                session: session.clone(),
+                profile: profile.to_owned(),
+                after: settings.launch_timeout,
+                stderr,
+            });
+        }
+    };
+    let Some(url) = url else {
+        // Stderr closed or the process ended before DevTools came up.
+        let exit = process
+            .wait_exit(Duration::from_secs(2))
+            .await
+            .unwrap_or(Exit {
+                code: None,
+                signal: None,
+            });
+        return Err(launch_failure(
+            session.clone(),
+            profile,
+            exit,
+            process.stderr_tail().await,
+        ));
+    };
+    let config = HandlerConfig {
+        // A kept-alive app must not silently accept a bad certificate.
+        ignore_https_errors: false,
+        // The page gets exactly the configured size: a headless window
+        // would give it less (its hidden tab strip and toolbar).
+        viewport: Some(Viewport {
+            width: settings.window_width,
+            height: settings.window_height,
+            device_scale_factor: Some(1.0),
+            ..Viewport::default()
+        }),
+        request_timeout: settings.command_timeout,
+        ..HandlerConfig::default()
+    };
+    let (devtools, handler) = chromiumoxide::Browser::connect_with_config(url, config)
+        .await
+        .map_err(|source| BrowserError::Devtools {
+            session: session.clone(),
+            what: "attach to Chromium's DevTools",
+            source,
+        })?;
+    let handler = tokio::spawn(drive_devtools(
+        handler,
+        process.state_sender(),
+        session.clone(),
+    ));
+    Ok(Attached {
+        process,
+        devtools,
+        handler,
+    })
+}
+
+/// Asks Chromium to close (it flushes its profile), waits up to `bound`
+/// for the process to end, then kills its group. Returns whether it closed
+/// by itself, and how it ended.
+async fn shut(
+    attached: &mut Attached,
+    bound: Duration,
+    session: &SessionId,
+) -> (bool, Option<Exit>) {
+    let started = Instant::now();
+    let process = &mut attached.process;
+    if process.exit().is_none() {
+        // The answer may never come: Chromium can drop the connection
+        // as it exits. The process exit is what counts.
+        let _ = tokio::time::timeout(bound, attached.devtools.close()).await;
+    }
+    let mut exit = process
+        .wait_exit(bound.saturating_sub(started.elapsed()))
+        .await;
+    let graceful = exit.is_some_and(|e| e.code == Some(0));
+    if exit.is_none() {
+        tracing::warn!(%session, pid = process.pid(), ?bound, "Chromium did not close in time; killing it");
+        process.kill();
+        exit = process.wait_exit(Duration::from_secs(5)).await;
+    }
+    attached.handler.abort();
+    process.reap().await;
+    (graceful, exit)
 }
 
 /// Drives chromiumoxide's connection until it fails; a failure is recorded
