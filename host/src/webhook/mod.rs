@@ -30,7 +30,10 @@ use crate::secret::{Secret, SecretSource};
 pub use delivery::{Backoff, Retry};
 pub use event::{Delivery, Event, EventKind, EventPattern, RestoreSource};
 use outbox::{Outbox, Pushed};
-pub use signature::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign, verify};
+pub use signature::{
+    DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER, sign, sign_standard, standard_key, verify, verify_standard,
+};
 
 /// A full queue is logged at most this often per webhook (each drop is
 /// counted): a dead receiver must not flood the log.
@@ -45,6 +48,8 @@ pub enum WebhookError {
         webhook: String,
         source: crate::secret::SecretError,
     },
+    #[error("webhook {webhook}: its secret: {reason}")]
+    StandardKey { webhook: String, reason: String },
     #[error("two webhooks are named {name:?}: give one of them another `name`")]
     DuplicateName { name: String },
     #[error("cannot set up the webhooks' HTTP client: {0}")]
@@ -81,6 +86,8 @@ struct Webhook {
     /// The URL without credentials, query or fragment: safe to log.
     shown_url: String,
     secret: Secret,
+    /// The Standard Webhooks key the secret stands for.
+    standard_key: Secret,
     events: Vec<EventPattern>,
     outbox: Outbox<Arc<Delivery>>,
     counters: Counters,
@@ -141,11 +148,18 @@ impl Webhooks {
                 return Err(WebhookError::DuplicateName { name });
             }
             let secret = read_secret(&name, &config.secret)?;
+            let standard_key = signature::standard_key(secret.expose())
+                .map(Secret::from)
+                .map_err(|reason| WebhookError::StandardKey {
+                    webhook: name.clone(),
+                    reason,
+                })?;
             started.push(Arc::new(Webhook {
                 shown_url: shown_url(config.url.get()),
                 url: config.url.get().clone(),
                 name,
                 secret,
+                standard_key,
                 events: config.events.clone(),
                 outbox: Outbox::new(delivery.queue_capacity.get()),
                 counters: Counters::default(),
