@@ -114,6 +114,12 @@ pub struct ApiConfig {
     /// token at each start and writes it to `data_dir/api-token`.
     #[serde(deserialize_with = "opt_path")]
     pub token_file: Option<PathBuf>,
+    /// A file holding a second, read-only token (`VIGIL_API_READ_TOKEN`
+    /// wins over it): it opens `/metrics` and every GET, and is refused
+    /// (403) on anything that changes something. For dashboards and
+    /// Prometheus.
+    #[serde(deserialize_with = "opt_path")]
+    pub read_token_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -121,6 +127,7 @@ impl Default for ApiConfig {
         Self {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8517)),
             token_file: None,
+            read_token_file: None,
         }
     }
 }

@@ -45,7 +45,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         n.start(
             async move { ready.wait_ready().await },
             READY_BOUND,
-            move || alive.alive(),
+            move || alive.liveness(),
             move || status.summary(),
         )
     });
