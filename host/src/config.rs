@@ -67,6 +67,54 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     #[serde(default, rename = "webhooks")]
     pub webhook_delivery: WebhookDelivery,
+    /// `[log]`: how log lines are written.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]`: how Vigil writes its log lines (to stderr). `VIGIL_LOG_FORMAT`
+/// wins over it; `RUST_LOG` sets the levels.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `text` for people, `json` (one object per line) for log collectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("log format {s:?} is neither \"text\" nor \"json\"")),
+        }
+    }
+}
+
+impl LogConfig {
+    /// The `[log] format` of the config at `path`, read before anything
+    /// else so the first log line already has it. `None` when the file or
+    /// its `[log]` table cannot be read: the command then loads the config
+    /// itself and reports what is wrong with it.
+    pub fn peek(path: &Path) -> Option<LogFormat> {
+        #[derive(Deserialize)]
+        struct LogOnly {
+            #[serde(default)]
+            log: Option<LogConfig>,
+        }
+        let text = std::fs::read_to_string(path).ok()?;
+        let only: LogOnly = toml::from_str(&text).ok()?;
+        only.log.map(|l| l.format)
+    }
 }
 
 /// `[service]`: how `vigil run` drives its sessions.
@@ -1249,6 +1297,27 @@ probe_interval_secs = "2s"
             e.to_string().starts_with("/srv/vigil/vigil.toml:4:12: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        assert_eq!(parse("").unwrap().log.format, LogFormat::Text);
+        assert_eq!(
+            parse("[log]\nformat = \"json\"\n").unwrap().log.format,
+            LogFormat::Json
+        );
+        let (line, _, message) = error_at("[log]\nformat = \"xml\"\n");
+        assert_eq!(line, 2);
+        assert!(message.contains("xml"), "{message}");
+        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert!("yaml".parse::<LogFormat>().is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vigil.toml");
+        std::fs::write(&file, "[log]\nformat = \"json\"\n[backup]\nkeep_dayz = 1\n").unwrap();
+        // Peeking reads only [log], whatever else is wrong.
+        assert_eq!(LogConfig::peek(&file), Some(LogFormat::Json));
+        assert_eq!(LogConfig::peek(&dir.path().join("none.toml")), None);
     }
 
     #[test]
