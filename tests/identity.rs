@@ -176,6 +176,7 @@ url = "{{app}}"
     let accept = berlin.accept_language_header.unwrap();
     assert!(accept.starts_with("de-DE"), "Accept-Language: {accept}");
     assert_eq!(worker.timezone, "Europe/Berlin");
+    assert_eq!(page.intl_locale, "de-DE", "Intl in the page");
 
     // Tokyo: its own language and zone (the tag written in its usual
     // case), and Chromium's user agent without "HeadlessChrome".
