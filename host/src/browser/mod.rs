@@ -243,44 +243,13 @@ impl Browser {
             settings,
         )
         .await?;
-        let setup = async {
-            let page = first_page(&mut chromium.devtools)
-                .await
-                .map_err(|source| (source, "open the browser's page"))?;
-            if let Some(locale) = &identity.locale {
-                // Intl in the page formats as the locale says; the flags
-                // already set navigator.language and Accept-Language.
-                let params = SetLocaleOverrideParams {
-                    locale: Some(locale.as_str().to_owned()),
-                };
-                page.execute(params)
-                    .await
-                    .map_err(|source| (source, "set the page's locale"))?;
-            }
-            if let Some(ProxyCredentials { username, password }) = credentials {
-                // Chromium ignores credentials in --proxy-server. Through
-                // DevTools' Fetch domain every request of the page is paused
-                // and let go, and the proxy's 407 is answered with these
-                // (once per request: a refusal then fails the request with
-                // net::ERR_INVALID_AUTH_CREDENTIALS instead of looping).
-                // chromiumoxide's handler answers every auth challenge, so
-                // it must be its own mechanism that does it.
-                page.authenticate(chromiumoxide::auth::Credentials { username, password })
-                    .await
-                    .map_err(|source| (source, "answer the proxy's login through DevTools"))?;
-            }
-            Ok::<_, (CdpError, &'static str)>(page)
-        };
-        let page = match setup.await {
-            Ok(set) => set,
-            Err((source, what)) => {
-                return Err(BrowserError::Devtools {
-                    session,
-                    what,
-                    source,
-                });
-            }
-        };
+        let page = identity_page(&mut chromium.devtools, identity, credentials)
+            .await
+            .map_err(|(source, what)| BrowserError::Devtools {
+                session: session.clone(),
+                what,
+                source,
+            })?;
         tracing::info!(
             %session,
             pid = chromium.process.pid(),
@@ -640,6 +609,40 @@ fn launch_failure(session: SessionId, profile: &Path, exit: Exit, stderr: String
         exit,
         stderr,
     }
+}
+
+/// The session's one tab (see [`first_page`]), with the parts of its
+/// identity that DevTools sets: the locale `Intl` formats with, and the
+/// proxy's login.
+async fn identity_page(
+    devtools: &mut chromiumoxide::Browser,
+    identity: &Identity,
+    credentials: Option<ProxyCredentials>,
+) -> Result<chromiumoxide::Page, (CdpError, &'static str)> {
+    let page = first_page(devtools)
+        .await
+        .map_err(|source| (source, "open the browser's page"))?;
+    if let Some(locale) = &identity.locale {
+        // The flags already set navigator.language and Accept-Language.
+        let params = SetLocaleOverrideParams {
+            locale: Some(locale.as_str().to_owned()),
+        };
+        page.execute(params)
+            .await
+            .map_err(|source| (source, "set the page's locale"))?;
+    }
+    if let Some(ProxyCredentials { username, password }) = credentials {
+        // Chromium ignores credentials in --proxy-server. Through DevTools'
+        // Fetch domain every request of the page is paused and let go, and
+        // the proxy's 407 is answered with these, once per request: a
+        // refusal leaves the page on the proxy's answer instead of looping.
+        // chromiumoxide's handler answers every auth challenge itself, so
+        // its mechanism must be the one that does it.
+        page.authenticate(chromiumoxide::auth::Credentials { username, password })
+            .await
+            .map_err(|source| (source, "answer the proxy's login through DevTools"))?;
+    }
+    Ok(page)
 }
 
 /// A Chromium process with DevTools attached. Dropping it kills the
