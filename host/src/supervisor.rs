@@ -48,6 +48,8 @@ pub struct Supervisor {
     webhooks: Option<Webhooks>,
     /// Forwards session and policy events to the webhooks.
     notifier: Option<tokio::task::JoinHandle<()>>,
+    /// Tells the notifier to forward what is left and end.
+    notifier_stop: watch::Sender<bool>,
     webhook_sender: WebhookSender,
     started: SystemTime,
 }
@@ -74,10 +76,12 @@ impl Supervisor {
         let watcher = policies.watch()?;
         let (events, _) = broadcast::channel(1024);
         let webhook_sender = webhooks.sender();
+        let (notifier_stop, stop_rx) = watch::channel(false);
         let notifier = tokio::spawn(notify(
             events.subscribe(),
             policies.subscribe(),
             webhook_sender.clone(),
+            stop_rx,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let deps = SessionDeps {
@@ -121,6 +125,7 @@ impl Supervisor {
             schedule: Some(schedule),
             webhooks: Some(webhooks),
             notifier: Some(notifier),
+            notifier_stop,
             webhook_sender,
             started: SystemTime::now(),
         })
@@ -192,9 +197,14 @@ impl Supervisor {
                 }
             }
         }
-        // Last, so the shutdown backups' events still go out.
-        if let Some(notifier) = self.notifier.take() {
-            notifier.abort();
+        // Last, so the shutdown backups' events still go out: the notifier
+        // forwards every event already raised, then the webhooks flush.
+        let _ = self.notifier_stop.send(true);
+        if let Some(notifier) = self.notifier.take()
+            && let Err(e) = notifier.await
+            && e.is_panic()
+        {
+            tracing::error!("the webhook notifier panicked: {e}");
         }
         if let Some(webhooks) = self.webhooks.take() {
             let report = webhooks.shutdown().await;
@@ -241,16 +251,20 @@ fn scheduled_backups(sessions: Vec<SessionClient>, backups: Arc<Backups>) -> Tas
 
 /// Sends what operators asked to be told about to the webhooks. Lagging
 /// behind the broadcast loses the oldest events, as a full webhook queue
-/// does, and is logged.
+/// does, and is logged. When `stop` turns true, forwards every event
+/// already raised, then ends.
 async fn notify(
     mut sessions: broadcast::Receiver<SessionEvent>,
     mut policies: broadcast::Receiver<crate::policy::ReloadEvent>,
     webhooks: WebhookSender,
+    mut stop: watch::Receiver<bool>,
 ) {
-    use broadcast::error::RecvError;
+    use broadcast::error::{RecvError, TryRecvError};
     let (mut sessions_open, mut policies_open) = (true, true);
     while sessions_open || policies_open {
         tokio::select! {
+            // Events win over the stop: none raised before it is left behind.
+            biased;
             event = sessions.recv(), if sessions_open => match event {
                 Ok(event) => {
                     if let Some(event) = webhook_event(&event) {
@@ -265,6 +279,29 @@ async fn notify(
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "webhooks fell behind policy reloads"),
                 Err(RecvError::Closed) => policies_open = false,
             },
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+    }
+    loop {
+        match sessions.try_recv() {
+            Ok(event) => {
+                if let Some(event) = webhook_event(&event) {
+                    webhooks.send(event);
+                }
+            }
+            Err(TryRecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "webhooks fell behind session events");
+            }
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    loop {
+        match policies.try_recv() {
+            Ok(event) => webhooks.send(webhook::Event::from(&event)),
+            Err(TryRecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "webhooks fell behind policy reloads");
+            }
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! library calls and prints the outcome; exit codes are documented on each
 //! command.
 
+pub mod exit;
 pub mod fixture;
 pub mod policy;
 pub mod run;
