@@ -8,7 +8,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::api::{Answer, ChildSetup, OpenApi, TOKEN, TestHost, call, parse_prometheus, png_size};
+use common::api::{
+    Answer, ChildSetup, OpenApi, READ_TOKEN, TOKEN, TestHost, call, parse_prometheus, png_size,
+};
 use common::chromium::browser_slot;
 use common::fixture::wait_until;
 use common::webhook::{Answer as HookAnswer, Receiver};
@@ -40,6 +42,7 @@ async fn an_operator_watches_and_commands_a_running_host() {
     assert_eq!(login["id"], "main");
 
     every_route_but_the_health_checks_needs_the_token(&host.base).await;
+    the_read_only_token_reads_but_never_commands(&host.base).await;
     readiness_follows_the_sessions(&host.base).await;
     the_screenshot_shows_the_login_screen(&host).await;
     metrics_move_when_the_session_logs_in(&host).await;
@@ -48,7 +51,32 @@ async fn an_operator_watches_and_commands_a_running_host() {
     the_api_and_its_openapi_document_agree(&host.base, &backup).await;
     webhook_deliveries_show_in_the_metrics(&host.base, &receiver).await;
 
-    host.stop().await;
+    // /healthz answers with the host's liveness check, the one the systemd
+    // watchdog uses: once the session's task has ended (here drained; in
+    // production, a panic) it is 503 with the reason.
+    let TestHost {
+        supervisor,
+        api,
+        fixture,
+        base,
+        root: _root,
+    } = host;
+    supervisor.shutdown(Duration::from_secs(30)).await;
+    let health = call(&base, "GET", "/healthz", None, None).await;
+    assert_eq!(health.status, 503, "{}", health.text());
+    let body = health.json();
+    assert_eq!(body["status"], "unhealthy");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("session main")),
+        "{body}"
+    );
+    OpenApi::load()
+        .check("GET", "/healthz", &health)
+        .unwrap_or_else(|e| panic!("{e}"));
+    api.shutdown().await;
+    fixture.shutdown().await;
 }
 
 async fn get(base: &str, path: &str) -> Answer {
@@ -119,6 +147,35 @@ async fn every_route_but_the_health_checks_needs_the_token(base: &str) {
         .await
         .unwrap();
     assert_eq!(upper.status(), 401);
+}
+
+/// A dashboard's token: every GET answers, `/metrics` included; anything
+/// that would change something is refused before it is tried.
+async fn the_read_only_token_reads_but_never_commands(base: &str) {
+    let doc = OpenApi::load();
+    let before = get(base, "/v1/sessions/main").await.json();
+    for route in vigil::api::routes().into_iter().filter(|r| r.needs_token) {
+        let path = route.path.replace("{id}", "main");
+        let method = route.method.as_str();
+        let answer = call(base, method, &path, Some(READ_TOKEN), None).await;
+        if method == "GET" {
+            assert_eq!(answer.status, 200, "GET {path}: {}", answer.text());
+        } else {
+            assert_eq!(answer.status, 403, "{method} {path}: {}", answer.text());
+            assert_eq!(answer.error_code(), "forbidden", "{method} {path}");
+            assert!(answer.text().contains("admin token"), "{}", answer.text());
+            doc.check(method, route.path, &answer)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    // Nothing happened: no backup, the browser not restarted.
+    let after = get(base, "/v1/sessions/main").await.json();
+    assert_eq!(after["since"], before["since"], "{after}");
+    let backups = get(base, "/v1/sessions/main/backups").await.json();
+    assert_eq!(backups["backups"], json!([]), "{backups}");
+    // A read-only token cut short is no token at all.
+    let cut = call(base, "GET", "/metrics", Some(&READ_TOKEN[1..]), None).await;
+    assert_eq!(cut.status, 401);
 }
 
 async fn readiness_follows_the_sessions(base: &str) {
@@ -451,8 +508,10 @@ async fn vigil_status_and_systemd_follow_a_running_vigil_run() {
     let notify = tokio::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
     let log = std::fs::File::create(setup.root.path().join("vigil.log")).unwrap();
     let mut run = setup.command(&["run"]);
+    const CHILD_READ_TOKEN: &str = "child-read-token-0123456789";
     run.env("NOTIFY_SOCKET", &notify_path)
         .env("WATCHDOG_USEC", "1000000")
+        .env("VIGIL_API_READ_TOKEN", CHILD_READ_TOKEN)
         .stderr(log);
     let child = Child(Some(
         tokio::process::Command::from(run)
@@ -488,6 +547,22 @@ async fn vigil_status_and_systemd_follow_a_running_vigil_run() {
     );
     let row: Vec<&str> = lines.next().expect("a row").split_whitespace().collect();
     assert_eq!(&row[..2], ["main", "connected"], "{table}");
+
+    // VIGIL_API_READ_TOKEN: a scraper reads, and cannot command.
+    let base = format!("http://{}", setup.api);
+    let metrics = call(&base, "GET", "/metrics", Some(CHILD_READ_TOKEN), None).await;
+    assert_eq!(metrics.status, 200, "{}", metrics.text());
+    parse_prometheus(&metrics.text()).expect("the scrape parses");
+    let restart = call(
+        &base,
+        "POST",
+        "/v1/sessions/main/restart",
+        Some(CHILD_READ_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(restart.status, 403, "{}", restart.text());
+    assert_eq!(restart.error_code(), "forbidden");
 
     // The watchdog is pinged at half of WATCHDOG_USEC while all is well.
     messages

@@ -116,6 +116,11 @@ async fn a_receiver_that_fails_twice_gets_the_same_signed_delivery_three_times()
     let first = &attempts[0];
     for a in &attempts {
         assert!(a.signature_valid, "every attempt is signed: {a:?}");
+        assert!(
+            a.standard_valid,
+            "and signed the Standard Webhooks way: {a:?}"
+        );
+        assert_eq!(a.webhook_id, a.delivery, "webhook-id is the delivery id");
         assert_eq!(a.path, "/vigil");
         assert_eq!(a.event, "session.state_changed");
         assert_eq!(a.delivery, first.delivery, "retries keep the delivery id");
@@ -154,6 +159,51 @@ async fn a_receiver_that_fails_twice_gets_the_same_signed_delivery_three_times()
         (1, 2, 0, 0)
     );
     assert_eq!(webhooks.shutdown().await, ShutdownReport { abandoned: 0 });
+}
+
+/// A `whsec_` secret, as Standard Webhooks providers hand them out: its
+/// base64 is the key the spec's receivers use, while `X-Vigil-Signature`
+/// keeps using the secret's bytes as written.
+#[tokio::test]
+async fn a_whsec_secret_signs_as_the_standard_webhooks_libraries_expect() {
+    const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let receiver = Receiver::start(WHSEC, Answer::FailFirst(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("whsec"), format!("{WHSEC}\n")).unwrap();
+    let file = dir.path().join("vigil.toml");
+    let toml = one_webhook(&receiver.url("/std"), "").replace(
+        "secret_file = \"webhook.secret\"",
+        "secret_file = \"whsec\"",
+    );
+    std::fs::write(&file, toml).unwrap();
+    let config = Config::load(&file).unwrap();
+    let webhooks = Webhooks::start(&config.webhooks, &config.webhook_delivery).unwrap();
+
+    webhooks.send(state_changed());
+    wait_for_stats(&webhooks, "the delivery", |s| s[0].delivered == 1).await;
+    let attempts = receiver.attempts();
+    assert_eq!(attempts.len(), 2);
+    for a in &attempts {
+        assert!(a.standard_valid && a.signature_valid, "{a:?}");
+        assert!(a.standard_signature.starts_with("v1,"), "{a:?}");
+        assert_eq!(a.webhook_id, attempts[0].webhook_id, "a retry keeps its id");
+    }
+    // The key is the decoded base64, not the text: signed with the text
+    // as key, the receiver would refuse it.
+    let a = &attempts[1];
+    assert!(!common::webhook::standard_signature_is_valid(
+        WHSEC.as_bytes(),
+        &a.webhook_id,
+        &a.webhook_timestamp,
+        &a.body,
+        &a.standard_signature
+    ));
+    webhooks.shutdown().await;
+
+    // A whsec_ secret that is not base64 is refused at start, named.
+    std::fs::write(dir.path().join("whsec"), "whsec_not*base64\n").unwrap();
+    let err = Webhooks::start(&config.webhooks, &config.webhook_delivery).unwrap_err();
+    assert!(err.to_string().contains("not base64"), "{err}");
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::io::AsyncBufReadExt;
-use vigil::fixture::{Fixture, FixtureOptions};
+use vigil_fixture::{Fixture, FixtureOptions};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
@@ -83,7 +83,12 @@ impl Setup {
     }
 
     fn live(&self) -> usize {
-        self.fixture().report().devices.iter().map(|d| d.connections).sum()
+        self.fixture()
+            .report()
+            .devices
+            .iter()
+            .map(|d| d.connections)
+            .sum()
     }
 
     fn pairings(&self) -> u64 {

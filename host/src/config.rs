@@ -33,6 +33,8 @@
 //! column for free.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -45,6 +47,7 @@ use crate::volume::ProfilePath;
 use crate::webhook::{WebhookConfig, WebhookDelivery};
 
 pub use crate::fields::AppUrl;
+use crate::secret::SecretSource;
 
 /// The whole `vigil.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +85,54 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     #[serde(default, rename = "webhooks")]
     pub webhook_delivery: WebhookDelivery,
+    /// `[log]`: how log lines are written.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]`: how Vigil writes its log lines (to stderr). `VIGIL_LOG_FORMAT`
+/// wins over it; `RUST_LOG` sets the levels.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `text` for people, `json` (one object per line) for log collectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("log format {s:?} is neither \"text\" nor \"json\"")),
+        }
+    }
+}
+
+impl LogConfig {
+    /// The `[log] format` of the config at `path`, read before anything
+    /// else so the first log line already has it. `None` when the file or
+    /// its `[log]` table cannot be read: the command then loads the config
+    /// itself and reports what is wrong with it.
+    pub fn peek(path: &Path) -> Option<LogFormat> {
+        #[derive(Deserialize)]
+        struct LogOnly {
+            #[serde(default)]
+            log: Option<LogConfig>,
+        }
+        let text = std::fs::read_to_string(path).ok()?;
+        let only: LogOnly = toml::from_str(&text).ok()?;
+        only.log.map(|l| l.format)
+    }
 }
 
 /// `[service]`: how `vigil run` drives its sessions.
@@ -93,7 +144,11 @@ pub struct ServiceConfig {
     pub max_concurrent_launches: usize,
     /// SIGTERM / SIGINT: close every browser gracefully, take the shutdown
     /// backups, and exit within this many seconds whatever is left.
-    pub shutdown_timeout_secs: u64,
+    #[serde(
+        rename = "shutdown_timeout_secs",
+        deserialize_with = "crate::fields::secs_or_zero"
+    )]
+    pub shutdown_timeout: Duration,
     /// How often each session's page is probed (sessions may override).
     pub probe_interval_secs: Seconds,
     /// How long a launched page may take to show connected or needs-login
@@ -105,9 +160,9 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             max_concurrent_launches: 2,
-            shutdown_timeout_secs: 90,
-            probe_interval_secs: std::time::Duration::from_secs(10).into(),
-            connect_timeout_secs: std::time::Duration::from_secs(60).into(),
+            shutdown_timeout: Duration::from_secs(90),
+            probe_interval_secs: Duration::from_secs(10).into(),
+            connect_timeout_secs: Duration::from_secs(60).into(),
         }
     }
 }
@@ -125,6 +180,12 @@ pub struct ApiConfig {
     /// token at each start and writes it to `data_dir/api-token`.
     #[serde(deserialize_with = "opt_path")]
     pub token_file: Option<PathBuf>,
+    /// A file holding a second, read-only token (`VIGIL_API_READ_TOKEN`
+    /// wins over it): it opens `/metrics` and every GET, and is refused
+    /// (403) on anything that changes something. For dashboards and
+    /// Prometheus.
+    #[serde(deserialize_with = "opt_path")]
+    pub read_token_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -132,6 +193,7 @@ impl Default for ApiConfig {
         Self {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8517)),
             token_file: None,
+            read_token_file: None,
         }
     }
 }
@@ -188,6 +250,53 @@ pub struct SessionConfig {
     /// Overrides `[service] connect_timeout_secs`.
     #[serde(default)]
     pub connect_timeout_secs: Option<Seconds>,
+    /// The `User-Agent` the page and its server see; default: Chromium's
+    /// own with "HeadlessChrome" made "Chrome".
+    #[serde(default)]
+    pub user_agent: Option<crate::browser::UserAgent>,
+    /// A language tag (`de-DE`): `navigator.language` and `Accept-Language`.
+    #[serde(default)]
+    pub locale: Option<crate::browser::Locale>,
+    /// An IANA time zone (`Europe/Berlin`) for the page and its workers.
+    #[serde(default)]
+    pub timezone: Option<crate::browser::TimeZone>,
+    /// `http://`, `https://` or `socks5://` host:port for the page's traffic.
+    #[serde(default)]
+    pub proxy: Option<crate::browser::ProxyUrl>,
+    /// A file holding the proxy's `user:password`.
+    #[serde(default, deserialize_with = "opt_path")]
+    pub proxy_credentials_file: Option<PathBuf>,
+    /// An environment variable holding the proxy's `user:password`.
+    #[serde(default)]
+    pub proxy_credentials_env: Option<String>,
+    /// More Chromium flags for this session, after `[browser] extra_args`
+    /// (merged the same way).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Overrides `[browser] window_width` / `window_height`.
+    #[serde(default)]
+    pub window: Option<crate::browser::WindowSize>,
+}
+
+impl SessionConfig {
+    /// The browser identity this session asks for. The combination of its
+    /// proxy fields was checked by [`Config::parse`].
+    pub fn identity(&self) -> crate::browser::Identity {
+        let credentials = match (&self.proxy_credentials_file, &self.proxy_credentials_env) {
+            (Some(file), _) => Some(SecretSource::File(file.clone())),
+            (None, Some(var)) => Some(SecretSource::Env(var.clone())),
+            (None, None) => None,
+        };
+        crate::browser::Identity {
+            user_agent: self.user_agent.clone(),
+            locale: self.locale.clone(),
+            timezone: self.timezone.clone(),
+            proxy: self
+                .proxy
+                .clone()
+                .map(|url| crate::browser::Proxy { url, credentials }),
+        }
+    }
 }
 
 impl Default for PolicyConfig {
@@ -253,7 +362,7 @@ impl Config {
         let mut config: Config = with_base_dir(base, || toml::from_str(text))
             .map_err(|e| invalid(e.span(), e.message().to_string()))?;
         config.file = file.to_path_buf();
-        if let Some((span, message)) = duplicate_session(text) {
+        if let Some((span, message)) = duplicate_session(text).or_else(|| proxy_mistake(text)) {
             return Err(invalid(Some(span), message));
         }
         Ok(config)
@@ -311,6 +420,70 @@ fn duplicate_session(text: &str) -> Option<(std::ops::Range<usize>, String)> {
                     later.id.get_ref()
                 ),
             ));
+        }
+    }
+    None
+}
+
+/// The proxy fields of one `[[session]]` make sense together: credentials
+/// need a proxy, come from one place, and Chromium cannot give them to a
+/// SOCKS proxy. Checked on a second pass that keeps each value's span.
+fn proxy_mistake(text: &str) -> Option<(std::ops::Range<usize>, String)> {
+    #[derive(Deserialize)]
+    struct Sessions {
+        #[serde(default)]
+        session: Vec<Proxied>,
+    }
+    #[derive(Deserialize)]
+    struct Proxied {
+        id: String,
+        proxy: Option<toml::Spanned<String>>,
+        proxy_credentials_file: Option<toml::Spanned<String>>,
+        proxy_credentials_env: Option<toml::Spanned<String>>,
+    }
+    let sessions: Sessions = toml::from_str(text).ok()?;
+    for s in sessions.session {
+        let id = &s.id;
+        let credentials = match (&s.proxy_credentials_file, &s.proxy_credentials_env) {
+            (Some(_), Some(env)) => {
+                return Some((
+                    env.span(),
+                    format!(
+                        "session {id}: set only one of proxy_credentials_file and proxy_credentials_env"
+                    ),
+                ));
+            }
+            (Some(c), None) | (None, Some(c)) => Some(c),
+            (None, None) => None,
+        };
+        if let Some(env) = &s.proxy_credentials_env
+            && env.get_ref().trim().is_empty()
+        {
+            return Some((
+                env.span(),
+                format!("session {id}: proxy_credentials_env is empty"),
+            ));
+        }
+        match (&s.proxy, credentials) {
+            (None, Some(c)) => {
+                return Some((
+                    c.span(),
+                    format!(
+                        "session {id}: proxy credentials are set but no proxy: add proxy = \"http://host:port\""
+                    ),
+                ));
+            }
+            (Some(proxy), Some(c))
+                if proxy.get_ref().to_ascii_lowercase().starts_with("socks5:") =>
+            {
+                return Some((
+                    c.span(),
+                    format!(
+                        "session {id}: Chromium cannot log in to a SOCKS proxy; use an http:// or https:// proxy for authentication, or a SOCKS proxy that needs none"
+                    ),
+                ));
+            }
+            _ => {}
         }
     }
     None
@@ -418,6 +591,146 @@ url = "https://web.whatsapp.com"
 
         let (_, _, message) = error_at("[backup]\ncritical = [\"../etc\"]\n");
         assert!(message.contains("../etc"), "{message}");
+    }
+
+    #[test]
+    fn every_duration_takes_a_number_in_its_unit_or_a_string() {
+        let c = parse(
+            r#"
+[service]
+shutdown_timeout_secs = "2m"
+probe_interval_secs = "250ms"
+connect_timeout_secs = 45
+[backup]
+keep_days = "36h"
+orphan_grace_hours = 2
+retry_timeout_secs = "1m30s"
+[browser]
+launch_timeout_secs = "5s"
+[webhooks]
+backoff_base_secs = "500ms"
+[fixture]
+listen = "127.0.0.1:8600"
+idle_after_secs = "1m"
+[[session]]
+id = "main"
+url = "https://a"
+probe_interval_secs = "2s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.service.shutdown_timeout, Duration::from_secs(120));
+        assert_eq!(
+            c.service.probe_interval_secs.get(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            c.service.connect_timeout_secs.get(),
+            Duration::from_secs(45)
+        );
+        assert_eq!(c.backup.keep, Duration::from_secs(36 * 3600));
+        assert_eq!(c.backup.orphan_grace, Duration::from_secs(2 * 3600));
+        assert_eq!(c.backup.retry_timeout, Duration::from_secs(90));
+        assert_eq!(c.browser.launch_timeout, Duration::from_secs(5));
+        assert_eq!(c.webhook_delivery.backoff_base, Duration::from_millis(500));
+        let idle = c.fixture.unwrap().idle_after_secs.unwrap().get();
+        assert_eq!(idle, Duration::from_secs(60));
+        assert_eq!(
+            c.sessions[0].probe_interval_secs.unwrap().get(),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused_at_its_value() {
+        let (line, column, message) = error_at("[service]\nshutdown_timeout_secs = \"2 mins\"\n");
+        assert_eq!((line, column), (2, 25));
+        assert!(
+            message.contains("\"2 mins\": unknown unit \"mins\""),
+            "{message}"
+        );
+        let (line, _, message) = error_at("[backup]\nkeep_days = \"3 weeks\"\n");
+        assert_eq!(line, 2);
+        assert!(message.contains("3 weeks"), "{message}");
+        let (line, _, message) = error_at(
+            "[[session]]\nid = \"a\"\nurl = \"https://a\"\nconnect_timeout_secs = \"0s\"\n",
+        );
+        assert_eq!(line, 4);
+        assert!(message.contains("positive number of seconds"), "{message}");
+        let (_, _, message) = error_at("[browser]\nload_timeout_secs = \"5 parsecs\"\n");
+        assert!(message.contains("unknown unit"), "{message}");
+    }
+
+    #[test]
+    fn identity_mistakes_name_the_field_at_its_value() {
+        const HEAD: &str = "[[session]]\nid = \"a\"\nurl = \"https://a\"\n";
+        let at = |line: &str| error_at(&format!("{HEAD}{line}\n"));
+
+        let (l, c, m) = at("timezone = \"Mars/Base\"");
+        assert_eq!((l, c), (4, 12));
+        assert!(
+            m.contains("timezone \"Mars/Base\" is not an IANA time zone"),
+            "{m}"
+        );
+        let (l, _, m) = at("locale = \"de_DE\"");
+        assert_eq!(l, 4);
+        assert!(m.contains("locale \"de_DE\"") && m.contains("de-DE"), "{m}");
+        let (_, _, m) = at("proxy = \"ftp://p:21\"");
+        assert!(m.contains("http://, https:// or socks5://"), "{m}");
+        let (l, c, m) = at("proxy = \"http://alice:pw@p:3128\"");
+        assert_eq!((l, c), (4, 9));
+        assert!(
+            m.contains("proxy_credentials_env") && !m.contains("pw@"),
+            "{m}"
+        );
+        let (_, _, m) = at("user_agent = \"\"");
+        assert!(m.contains("user_agent is empty"), "{m}");
+        let (_, _, m) = at("window = { width = 1024 }");
+        assert!(m.contains("height"), "{m}");
+        let (_, _, m) = at("window = { width = 10, height = 700 }");
+        assert!(m.contains("window width 10"), "{m}");
+
+        let (l, c, m) = at("proxy_credentials_env = \"PROXY_AUTH\"");
+        assert_eq!((l, c), (4, 25));
+        assert!(
+            m.contains("session a: proxy credentials are set but no proxy"),
+            "{m}"
+        );
+        let (l, _, m) = at(
+            "proxy = \"http://p:3128\"\nproxy_credentials_file = \"f\"\nproxy_credentials_env = \"V\"",
+        );
+        assert_eq!(l, 6);
+        assert!(m.contains("only one of"), "{m}");
+        let (l, _, m) = at("proxy = \"socks5://p:1080\"\nproxy_credentials_env = \"V\"");
+        assert_eq!(l, 5);
+        assert!(m.contains("cannot log in to a SOCKS proxy"), "{m}");
+        // Each mistake names the file too.
+        let e = parse(&format!("{HEAD}timezone = \"Nowhere\"\n")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("/srv/vigil/vigil.toml:4:12: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        assert_eq!(parse("").unwrap().log.format, LogFormat::Text);
+        assert_eq!(
+            parse("[log]\nformat = \"json\"\n").unwrap().log.format,
+            LogFormat::Json
+        );
+        let (line, _, message) = error_at("[log]\nformat = \"xml\"\n");
+        assert_eq!(line, 2);
+        assert!(message.contains("xml"), "{message}");
+        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert!("yaml".parse::<LogFormat>().is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vigil.toml");
+        std::fs::write(&file, "[log]\nformat = \"json\"\n[backup]\nkeep_dayz = 1\n").unwrap();
+        // Peeking reads only [log], whatever else is wrong.
+        assert_eq!(LogConfig::peek(&file), Some(LogFormat::Json));
+        assert_eq!(LogConfig::peek(&dir.path().join("none.toml")), None);
     }
 
     #[test]
@@ -541,10 +854,10 @@ flush_timeout_secs = 20
         assert!(err.contains("vigil.toml:2:"), "{err}");
         let err = invalid("[webhooks]\nqueue_capacity = 0\n");
         assert!(err.contains("vigil.toml:2:"), "{err}");
-        let err = invalid("[webhooks]\ntimeout_secs = \"10s\"\n");
+        let err = invalid("[webhooks]\ntimeout_secs = \"10 parsecs\"\n");
         assert!(err.contains("vigil.toml:2:"), "{err}");
         let err = invalid("[webhooks]\nbackoff_base_secs = 0\n");
-        assert!(err.contains("positive number of seconds, got 0"), "{err}");
+        assert!(err.contains("positive number of seconds"), "{err}");
         let err = invalid("[webhooks]\nretries = 3\n");
         assert!(err.contains("retries"), "{err}");
     }

@@ -1,7 +1,10 @@
 //! The shapes of values in the files Vigil reads (`vigil.toml`, policy
 //! files, scenarios, journals): durations, sizes, web addresses, paths
 //! relative to the file being read, and a position as `file:line:col`.
-//! Each is parsed in one place, here.
+//! Each is parsed in one place, here. Durations have one grammar for every
+//! file (`"250ms"`, `"60s"`, `"1.5s"`, `"5m"`, `"7d"`, `"1m30s"`), so an
+//! operator learns it once; only what a bare number means differs (the
+//! unit in a `vigil.toml` field's name, milliseconds in policy files).
 //!
 //! Plain types and functions that import nothing of Vigil's: a module that
 //! owns a section of `vigil.toml` (`backup`, `webhook`, `browser`, ...)
@@ -13,30 +16,111 @@ use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
-/// A duration written as text: "50ms", "30s", "2m", "1h", or a bare
-/// number of milliseconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("{text:?} is not a duration like \"50ms\", \"30s\", \"2m\" or \"1h\"")
-    })?;
-    let ms = match unit.trim() {
-        "" | "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" | "min" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
-            ));
+/// What a bare number in a duration means. A written unit (`"30s"`) always
+/// wins; a bare one has none of its own, so the caller says which it means:
+/// in `vigil.toml` the unit in the field's name (seconds for
+/// `probe_interval_secs`, days for `keep_days`), in policy files,
+/// scenarios and journals milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Millis,
+    Secs,
+    Hours,
+    Days,
+}
+
+impl Unit {
+    fn seconds(self) -> f64 {
+        match self {
+            Unit::Millis => 0.001,
+            Unit::Secs => 1.0,
+            Unit::Hours => 3600.0,
+            Unit::Days => 86_400.0,
         }
-    };
-    ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    }
+
+    /// "seconds", for messages about a bare number.
+    fn plural(self) -> &'static str {
+        match self {
+            Unit::Millis => "milliseconds",
+            Unit::Secs => "seconds",
+            Unit::Hours => "hours",
+            Unit::Days => "days",
+        }
+    }
+}
+
+/// The units a duration may be written in, with their length in seconds.
+const DURATION_UNITS: &[(&str, f64)] = &[
+    ("ms", 0.001),
+    ("s", 1.0),
+    ("m", 60.0),
+    ("min", 60.0),
+    ("h", 3600.0),
+    ("d", 86_400.0),
+];
+
+fn not_a_duration(text: &str) -> String {
+    format!("{text:?} is not a duration like \"250ms\", \"60s\", \"5m\", \"1h\" or \"1m30s\"")
+}
+
+/// A duration as a person writes it, the one grammar of every file Vigil
+/// reads: one or more `<number><unit>` parts (`ms`, `s`, `m` or `min`,
+/// `h`, `d`; the number may have a fraction; spaces between parts are
+/// allowed), as in `"250ms"`, `"1.5s"`, `"5m"`, `"7d"`, `"1m30s"`; or a
+/// bare number in `bare` units.
+pub fn parse_duration_in(text: &str, bare: Unit) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(not_a_duration(text));
+    }
+    if let Ok(n) = t.parse::<f64>() {
+        return duration_of(n, bare).map_err(|_| not_a_duration(text));
+    }
+    let mut rest = t;
+    let mut secs = 0.0_f64;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        let after = after.trim_start();
+        let unit_end = after
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let n: f64 = number.parse().map_err(|_| not_a_duration(text))?;
+        let Some((_, scale)) = DURATION_UNITS.iter().find(|(name, _)| *name == unit) else {
+            return Err(if unit.is_empty() {
+                not_a_duration(text)
+            } else {
+                format!(
+                    "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d, as in \"250ms\", \"5m\" or \"1m30s\")"
+                )
+            });
+        };
+        secs += n * scale;
+        rest = after.trim_start();
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is too long"))
+}
+
+/// A duration in policy files, scenarios and journals: the grammar of
+/// [`parse_duration_in`], a bare number being milliseconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_in(text, Unit::Millis)
+}
+
+fn duration_of(n: f64, unit: Unit) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(n * unit.seconds()).map_err(|_| {
+        format!(
+            "{n} is not a number of {} Vigil can wait for",
+            unit.plural()
+        )
+    })
 }
 
 /// A duration as `parse_duration` reads it, in its shortest exact form
@@ -77,21 +161,97 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// A positive number of seconds (`10`, `0.5`), as the `*_secs` fields of
+/// A `vigil.toml` duration field: a number in `unit`, or a string in the
+/// grammar of [`parse_duration_in`]. `positive`: zero is refused.
+fn duration_field<'de, D: Deserializer<'de>>(
+    d: D,
+    unit: Unit,
+    positive: bool,
+) -> Result<Duration, D::Error> {
+    d.deserialize_any(DurationField { unit, positive })
+}
+
+struct DurationField {
+    unit: Unit,
+    positive: bool,
+}
+
+impl DurationField {
+    fn number<E: de::Error>(&self, n: f64) -> Result<Duration, E> {
+        if n.is_nan() || n < 0.0 || (self.positive && n == 0.0) {
+            let kind = if self.positive {
+                "positive"
+            } else {
+                "non-negative"
+            };
+            return Err(E::custom(format!(
+                "expected a {kind} number of {} or a duration like \"30s\", got {n}",
+                self.unit.plural()
+            )));
+        }
+        duration_of(n, self.unit).map_err(E::custom)
+    }
+}
+
+impl Visitor<'_> for DurationField {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a number of {} or a duration like \"30s\", \"5m\"",
+            self.unit.plural()
+        )
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
+        self.number(n as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
+        self.number(n as f64)
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Duration, E> {
+        self.number(n)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+        let d = parse_duration_in(text, self.unit).map_err(E::custom)?;
+        if self.positive && d.is_zero() {
+            return Err(E::custom(format!(
+                "expected a positive number of {} or a duration like \"30s\", got {text:?}",
+                self.unit.plural()
+            )));
+        }
+        Ok(d)
+    }
+}
+
+/// `deserialize_with` for a positive duration whose bare numbers are
+/// seconds (`10`, `0.25`, `"250ms"`, `"5m"`), as the `*_secs` fields of
 /// `vigil.toml` take them.
-pub fn positive_seconds(secs: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("expected a positive number of seconds, got {secs}"))
-}
-
-/// `deserialize_with` for a positive number of seconds.
 pub fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    positive_seconds(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+    duration_field(d, Unit::Secs, true)
 }
 
-/// A positive number of seconds, as a field type.
+/// Like [`secs`], zero allowed.
+pub fn secs_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_field(d, Unit::Secs, false)
+}
+
+/// Zero or more; bare numbers are hours (`24`, `"90m"`).
+pub fn hours<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_field(d, Unit::Hours, false)
+}
+
+/// Zero or more; bare numbers are days (`30`, `"12h"`).
+pub fn days<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_field(d, Unit::Days, false)
+}
+
+/// A positive duration whose bare numbers are seconds, as a field type
+/// (for optional fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seconds(Duration);
 
@@ -279,18 +439,110 @@ mod tests {
         }
         assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
         assert!(parse_duration("3 parsecs").unwrap_err().contains("parsecs"));
         assert!(parse_duration("soon").is_err());
     }
 
     #[test]
-    fn sizes_and_seconds() {
+    fn sizes() {
         assert_eq!(parse_size("16MiB"), Ok(16 << 20));
         assert_eq!(parse_size("512KiB"), Ok(512 << 10));
         assert!(parse_size("1TB").is_err());
-        assert_eq!(positive_seconds(0.5), Ok(Duration::from_millis(500)));
-        assert!(positive_seconds(0.0).is_err());
-        assert!(positive_seconds(-1.0).is_err());
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn durations_take_units_fractions_and_compounds() {
+        let p = |t| parse_duration_in(t, Unit::Secs).unwrap();
+        assert_eq!(p("250ms"), 250 * MS);
+        assert_eq!(p("60s"), Duration::from_secs(60));
+        assert_eq!(p("1.5s"), 1500 * MS);
+        assert_eq!(p("5m"), Duration::from_secs(300));
+        assert_eq!(p("5min"), Duration::from_secs(300));
+        assert_eq!(p("2h"), Duration::from_secs(7200));
+        assert_eq!(p("7d"), Duration::from_secs(7 * 86_400));
+        assert_eq!(p("1m30s"), Duration::from_secs(90));
+        assert_eq!(p(" 1h30m "), Duration::from_secs(5400));
+        assert_eq!(p("1m 30s"), Duration::from_secs(90));
+        assert_eq!(p("0s"), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_bare_number_is_in_the_callers_unit() {
+        assert_eq!(parse_duration("50").unwrap(), 50 * MS);
+        assert_eq!(parse_duration_in("50", Unit::Millis).unwrap(), 50 * MS);
+        assert_eq!(
+            parse_duration_in("50", Unit::Secs).unwrap(),
+            Duration::from_secs(50)
+        );
+        assert_eq!(parse_duration_in("0.5", Unit::Secs).unwrap(), 500 * MS);
+        assert_eq!(
+            parse_duration_in("2", Unit::Days).unwrap(),
+            Duration::from_secs(2 * 86_400)
+        );
+    }
+
+    #[test]
+    fn duration_nonsense_is_refused_saying_what_a_duration_looks_like() {
+        for bad in ["", "s", "5 minutes", "1.2.3s", "-5s", "5s-", "ms5", "1e3s"] {
+            let e = parse_duration_in(bad, Unit::Secs).unwrap_err();
+            assert!(
+                e.contains("is not a duration like") || e.contains("unknown unit"),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse_duration("30 parsecs").unwrap_err();
+        assert!(e.contains("unknown unit"), "{e}");
+        assert!(parse_duration_in("99999999999999999999d", Unit::Secs).is_err());
+        assert!(parse_duration_in("-1", Unit::Secs).is_err());
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    struct DurationFields {
+        #[serde(default, deserialize_with = "secs")]
+        positive: Duration,
+        #[serde(default, deserialize_with = "days")]
+        days: Duration,
+    }
+
+    fn duration_fields(text: &str) -> Result<DurationFields, String> {
+        toml::from_str(text).map_err(|e| e.message().to_owned())
+    }
+
+    #[test]
+    fn toml_duration_fields_take_numbers_in_their_unit_or_strings() {
+        let f = duration_fields;
+        assert_eq!(
+            f("positive = 10").unwrap().positive,
+            Duration::from_secs(10)
+        );
+        assert_eq!(f("positive = 0.25").unwrap().positive, 250 * MS);
+        assert_eq!(
+            f("positive = \"5m\"").unwrap().positive,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            f("days = 30").unwrap().days,
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(
+            f("days = \"12h\"").unwrap().days,
+            Duration::from_secs(12 * 3600)
+        );
+        assert_eq!(f("days = 0").unwrap().days, Duration::ZERO);
+
+        let e = f("positive = 0").unwrap_err();
+        assert!(e.contains("positive number of seconds"), "{e}");
+        let e = f("positive = \"0s\"").unwrap_err();
+        assert!(e.contains("positive number of seconds"), "{e}");
+        let e = f("days = -1").unwrap_err();
+        assert!(e.contains("non-negative number of days"), "{e}");
+        let e = f("positive = \"soon\"").unwrap_err();
+        assert!(e.contains("\"soon\" is not a duration"), "{e}");
+        let e = f("positive = true").unwrap_err();
+        assert!(e.contains("a number of seconds or a duration"), "{e}");
     }
 
     #[test]

@@ -9,13 +9,15 @@
 //! - [`action`]: what a keepalive may ask for: the one action type from a
 //!   policy's accepted answer to the browser.
 //! - [`fields`]: the shapes of values in files (durations, sizes, paths
-//!   relative to the file, URLs) and `file:line:col`, parsed once.
+//!   relative to the file, URLs) and `file:line:col`, parsed once: the
+//!   one duration grammar of `vigil.toml` and policy files is here.
 //! - [`config`]: `vigil.toml` -> typed config; each section's types live
 //!   with the module it configures.
 //! - [`volume`]: one profile directory: inventory, locks, atomic replace.
 //! - [`archive`]: profile <-> tar.gz stream, checksums.
 //! - [`backup`]: backups in object storage: put, list, verify, prune, fetch.
 //! - [`schedule`]: cron jobs for backups and retention.
+//! - [`secret`]: secrets named by `vigil.toml` (a file or a variable), read late.
 //! - [`policy`]: the wasmtime runtime for keepalive / watchdog / restore
 //!   policies (one lifecycle per role), with limits, fallbacks and hot
 //!   reload.
@@ -46,6 +48,7 @@ pub mod id;
 pub mod journal;
 pub mod policy;
 pub mod schedule;
+pub mod secret;
 pub mod session;
 pub mod supervisor;
 pub mod systemd;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vigil::config::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -53,8 +54,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    cli::init_logging();
     let cli = Cli::parse();
+    let log_format = match cli::log_format(std::env::var("VIGIL_LOG_FORMAT").ok(), &cli.config) {
+        Ok(format) => format,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    cli::init_logging(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,7 +86,12 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", causes(&e));
+            match log_format {
+                // A log collector reads stderr as JSON lines: the last words
+                // must be one too.
+                LogFormat::Json => tracing::error!(error = causes(&e), "vigil stopped"),
+                LogFormat::Text => eprintln!("error: {}", causes(&e)),
+            }
             ExitCode::from(1)
         }
     }

@@ -90,13 +90,13 @@ impl Notifier {
     /// Sends READY=1 when `ready` resolves or after `bound`, whichever
     /// comes first (a session restoring a big backup must not make systemd
     /// give up on the whole host), then WATCHDOG=1 every half watchdog
-    /// period while `alive()` holds, with a fresh STATUS line each time.
+    /// period while `alive()` is `Ok`, with a fresh STATUS line each time.
     /// Runs until [`Heartbeat::stop`].
-    pub fn start(
+    pub fn start<E: std::fmt::Display>(
         self,
         ready: impl Future<Output = ()> + Send + 'static,
         bound: Duration,
-        alive: impl Fn() -> bool + Send + 'static,
+        alive: impl Fn() -> Result<(), E> + Send + 'static,
         status: impl Fn() -> String + Send + 'static,
     ) -> Heartbeat {
         let (stop, mut stopped) = watch::channel(false);
@@ -119,14 +119,16 @@ impl Notifier {
                 let status = format!("STATUS={}", status());
                 if self.watchdog.is_none() {
                     self.send(&status);
-                } else if alive() {
-                    self.send(&format!("WATCHDOG=1\n{status}"));
-                } else {
+                    continue;
+                }
+                match alive() {
+                    Ok(()) => self.send(&format!("WATCHDOG=1\n{status}")),
                     // Silence is the alarm: systemd restarts the host when
                     // the pings stop.
-                    tracing::error!(
+                    Err(why) => tracing::error!(
+                        reason = %why,
                         "the host is not healthy; withholding the systemd watchdog ping"
-                    );
+                    ),
                 }
             }
         });
@@ -262,7 +264,13 @@ mod tests {
             Duration::from_secs(60),
             {
                 let alive = Arc::clone(&alive);
-                move || alive.load(Ordering::SeqCst)
+                move || {
+                    if alive.load(Ordering::SeqCst) {
+                        Ok(())
+                    } else {
+                        Err("a session task ended")
+                    }
+                }
             },
             || "1 session: 1 connected".into(),
         );

@@ -18,6 +18,8 @@ use super::chromium;
 use super::plugins::repo_root;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
+/// The read-only token the in-process host also accepts (GET only).
+pub const READ_TOKEN: &str = "test-read-token-0123456789abcdef";
 
 /// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon).
 pub fn free_port() -> u16 {
@@ -89,9 +91,11 @@ impl TestHost {
         std::fs::write(&file, &text).expect("write the config");
         let config = Config::load(&file).expect("the test config is valid");
         let token = ApiToken::new(TOKEN, TokenSource::Env).expect("a valid token");
+        let read = ApiToken::new(READ_TOKEN, TokenSource::ReadEnv).expect("a valid token");
         let listener = Listener::bind_with(SocketAddr::from(([127, 0, 0, 1], 0)), token)
             .await
-            .expect("the API binds");
+            .expect("the API binds")
+            .with_read_token(Some(read));
         let supervisor = Supervisor::start(&config).await.expect("the host starts");
         let api = listener.serve(Host::of(&supervisor), Vec::new());
         let base = format!("http://{}", api.local_addr());

@@ -9,6 +9,7 @@ pub mod host;
 pub mod journal;
 pub mod plugins;
 pub mod profile;
+pub mod proxy;
 pub mod s3;
 pub mod storage;
 pub mod webhook;

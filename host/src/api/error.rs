@@ -18,6 +18,8 @@ use crate::volume::VolumeError;
 pub enum ErrorCode {
     /// No token, or not the right one (401).
     Unauthorized,
+    /// The read-only token, on a request that changes something (403).
+    Forbidden,
     /// No such route (404).
     NotFound,
     /// The route exists, not with this method (405).
@@ -73,6 +75,10 @@ impl ApiError {
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {

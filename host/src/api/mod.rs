@@ -147,10 +147,21 @@ impl Host {
         }
     }
 
-    /// Every session's task still runs (a task that ended outside a
-    /// shutdown has panicked: the host is broken and should be restarted).
-    pub fn alive(&self) -> bool {
-        self.sessions().all(|s| s.watch().has_changed().is_ok())
+    /// The host's liveness check, the one behind both `/healthz` and the
+    /// systemd watchdog: every session's task still runs. A task that ended
+    /// outside a shutdown has panicked; the host is broken and should be
+    /// restarted.
+    pub fn liveness(&self) -> Result<(), NotAlive> {
+        let ended: Vec<SessionId> = self
+            .sessions()
+            .filter(|s| s.watch().has_changed().is_err())
+            .map(|s| s.id().clone())
+            .collect();
+        if ended.is_empty() {
+            Ok(())
+        } else {
+            Err(NotAlive { ended })
+        }
     }
 
     /// "2 sessions: 1 connected, 1 needs-login", for `systemctl status`.
@@ -172,18 +183,44 @@ impl Host {
     }
 }
 
+/// Why the host is not alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotAlive {
+    /// Sessions whose task has ended.
+    pub ended: Vec<SessionId>,
+}
+
+impl std::fmt::Display for NotAlive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.ended.iter().map(SessionId::as_str).collect();
+        write!(
+            f,
+            "the task of session {} has ended (it panicked, or the host is shutting down); restart the host",
+            names.join(", ")
+        )
+    }
+}
+
 /// The API's address, bound, with its token; not serving yet.
 pub struct Listener {
     listener: tokio::net::TcpListener,
     token: ApiToken,
+    read_token: Option<ApiToken>,
 }
 
 impl Listener {
-    /// Resolves the token (see [`ApiToken::for_server`]) and binds
-    /// `[api] listen`.
+    /// Resolves the tokens (see [`ApiToken::for_server`] and
+    /// [`ApiToken::read_only_for_server`]) and binds `[api] listen`.
     pub async fn bind(config: &crate::config::Config) -> Result<Self, ApiStartError> {
         let token = ApiToken::for_server(config, std::env::var("VIGIL_API_TOKEN").ok())?;
-        Self::bind_with(config.api.listen, token).await
+        let read_token = ApiToken::read_only_for_server(
+            config,
+            std::env::var("VIGIL_API_READ_TOKEN").ok(),
+            &token,
+        )?;
+        Ok(Self::bind_with(config.api.listen, token)
+            .await?
+            .with_read_token(read_token))
     }
 
     /// Binds `listen`, serving with `token`.
@@ -191,7 +228,17 @@ impl Listener {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| ApiStartError::Bind { listen, source })?;
-        Ok(Self { listener, token })
+        Ok(Self {
+            listener,
+            token,
+            read_token: None,
+        })
+    }
+
+    /// Also accepts `read_token`, for GET requests only.
+    pub fn with_read_token(mut self, read_token: Option<ApiToken>) -> Self {
+        self.read_token = read_token;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -216,7 +263,10 @@ impl Listener {
         all.extend(collectors);
         let state = Arc::new(routes::AppState {
             host,
-            token: self.token,
+            tokens: auth::Tokens {
+                admin: self.token,
+                read: self.read_token,
+            },
             collectors: all,
         });
         let (stop, mut stopped) = watch::channel(false);

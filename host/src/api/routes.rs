@@ -16,7 +16,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use serde::Deserialize;
 
 use super::Host;
-use super::auth::{ApiToken, require_token};
+use super::auth::{Tokens, require_token};
 use super::error::{ApiError, ErrorCode};
 use super::metrics::{self, Collector};
 use super::views;
@@ -34,7 +34,7 @@ const SHORT_OPERATION: Duration = Duration::from_secs(3 * 60);
 
 pub(super) struct AppState {
     pub host: Host,
-    pub token: ApiToken,
+    pub tokens: Tokens,
     pub collectors: Vec<Arc<dyn Collector>>,
 }
 
@@ -105,7 +105,7 @@ pub fn routes() -> Vec<Route> {
 }
 
 pub(super) fn router(state: Shared) -> Router {
-    let token = Arc::new(state.token.clone());
+    let tokens = Arc::new(state.tokens.clone());
     let (mut guarded, mut open) = (Router::new(), Router::new());
     for Endpoint { route, handler } in endpoints() {
         if route.needs_token {
@@ -115,7 +115,7 @@ pub(super) fn router(state: Shared) -> Router {
         }
     }
     guarded
-        .route_layer(axum::middleware::from_fn_with_state(token, require_token))
+        .route_layer(axum::middleware::from_fn_with_state(tokens, require_token))
         .merge(open)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
@@ -140,12 +140,24 @@ async fn wrong_method(method: Method) -> ApiError {
 
 // ---------------------------------------------------------------- health
 
-async fn healthz(State(state): State<Shared>) -> axum::Json<views::Health> {
-    axum::Json(views::Health {
-        status: "ok",
+/// 200 while the host's liveness check holds (the systemd watchdog's
+/// too), 503 with its reason when it does not.
+async fn healthz(State(state): State<Shared>) -> Response {
+    let (status, health, reason) = match state.host.liveness() {
+        Ok(()) => (StatusCode::OK, "ok", None),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unhealthy",
+            Some(why.to_string()),
+        ),
+    };
+    let body = views::Health {
+        status: health,
+        reason,
         version: env!("CARGO_PKG_VERSION"),
         started: state.host.started(),
-    })
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn readyz(State(state): State<Shared>) -> Response {

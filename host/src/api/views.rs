@@ -236,7 +236,11 @@ pub struct Accepted {
 /// `GET /healthz`.
 #[derive(Serialize)]
 pub struct Health {
+    /// `ok` or `unhealthy`.
     pub status: &'static str,
+    /// Why it is unhealthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub version: &'static str,
     #[serde(with = "rfc3339")]
     pub started: SystemTime,

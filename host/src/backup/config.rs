@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
@@ -20,8 +21,9 @@ pub struct BackupConfig {
     pub store: StoreUrl,
     /// Six-field cron (seconds first), in UTC.
     pub schedule: CronSchedule,
-    /// Backups younger than this are kept.
-    pub keep_days: u32,
+    /// Backups younger than this are kept (`30`, or `"36h"`).
+    #[serde(rename = "keep_days", deserialize_with = "crate::fields::days")]
+    pub keep: Duration,
     /// Never fewer than this many good backups per session, whatever their age.
     pub keep_last: KeepLast,
     pub mode: BackupMode,
@@ -42,12 +44,20 @@ pub struct BackupConfig {
     pub critical: Vec<ProfilePath>,
     /// An archive with no manifest (an interrupted upload) is deleted by
     /// pruning once it is older than this.
-    pub orphan_grace_hours: u32,
+    #[serde(
+        rename = "orphan_grace_hours",
+        deserialize_with = "crate::fields::hours"
+    )]
+    pub orphan_grace: Duration,
     /// gzip level, 1 (fastest) to 9 (smallest).
     pub compression_level: CompressionLevel,
     /// How long a store request may keep being retried before the operation
     /// fails (cloud stores only; `file://` does not retry).
-    pub retry_timeout_secs: u64,
+    #[serde(
+        rename = "retry_timeout_secs",
+        deserialize_with = "crate::fields::secs_or_zero"
+    )]
+    pub retry_timeout: Duration,
     pub max_retries: usize,
     /// Back up a session once it reaches connected after a new login (or
     /// when it has no backup yet), rather than waiting for the schedule.
@@ -96,7 +106,7 @@ impl Default for BackupConfig {
             schedule: "0 0 2 * * *"
                 .parse()
                 .expect("the default schedule is valid"),
-            keep_days: 30,
+            keep: Duration::from_secs(30 * 86_400),
             keep_last: KeepLast(3),
             mode: BackupMode::Quiesce,
             encrypt_to: Vec::new(),
@@ -107,9 +117,9 @@ impl Default for BackupConfig {
                 .iter()
                 .map(|p| p.parse().expect("built-in critical paths are valid"))
                 .collect(),
-            orphan_grace_hours: 24,
+            orphan_grace: Duration::from_secs(24 * 3600),
             compression_level: CompressionLevel(6),
-            retry_timeout_secs: 60,
+            retry_timeout: Duration::from_secs(60),
             max_retries: 5,
             after_login: true,
             on_shutdown: true,

@@ -123,7 +123,8 @@ pub struct BackupOptions {
     pub mode: BackupMode,
     pub excludes: Excludes,
     pub pack: PackOptions,
-    pub keep_days: u32,
+    /// Backups younger than this are kept (`keep_days`).
+    pub keep: chrono::Duration,
     pub keep_last: KeepLast,
     pub orphan_grace: chrono::Duration,
     pub identity: Option<PathBuf>,
@@ -139,12 +140,18 @@ impl BackupOptions {
                 encrypt_to: cfg.encrypt_to.iter().map(|r| r.get().clone()).collect(),
                 ..PackOptions::default()
             },
-            keep_days: cfg.keep_days,
+            keep: chrono_duration(cfg.keep),
             keep_last: cfg.keep_last,
-            orphan_grace: chrono::Duration::hours(i64::from(cfg.orphan_grace_hours)),
+            orphan_grace: chrono_duration(cfg.orphan_grace),
             identity: cfg.identity.clone(),
         }
     }
+}
+
+/// A configured age as chrono counts it; one beyond its range (millions of
+/// years) means "forever" (the cutoffs saturate at the earliest date).
+fn chrono_duration(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Why a backup operation failed. Messages name the session, the backup

@@ -39,7 +39,7 @@ impl Backups {
         let plan = plan_retention(
             &scan.entries,
             now,
-            self.options.keep_days,
+            self.options.keep,
             self.options.keep_last,
         );
         let mut result = SessionPrune {
@@ -72,7 +72,9 @@ impl Backups {
             }
             result.deleted.push(id);
         }
-        let grace_cutoff = now - self.options.orphan_grace;
+        let grace_cutoff = now
+            .checked_sub_signed(self.options.orphan_grace)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         for meta in scan.leftovers {
             let is_mark = meta.location.as_ref().ends_with(".failed.json");
             if is_mark || meta.last_modified < grace_cutoff {

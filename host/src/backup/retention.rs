@@ -2,7 +2,7 @@
 //!
 //! Rules, in order: the newest `keep_last` good backups are kept whatever
 //! their age (so the newest good backup is never deleted); everything
-//! younger than `keep_days` is kept; the rest goes.
+//! younger than `keep_days` (`keep`) is kept; the rest goes.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -31,14 +31,16 @@ impl Verdict {
 pub fn plan(
     entries: &[BackupEntry],
     now: DateTime<Utc>,
-    keep_days: u32,
+    keep: Duration,
     keep_last: KeepLast,
 ) -> Vec<(BackupId, Verdict)> {
     let mut sorted: Vec<&BackupEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| {
         (b.manifest.created, &b.manifest.id).cmp(&(a.manifest.created, &a.manifest.id))
     });
-    let cutoff = now - Duration::days(i64::from(keep_days));
+    let cutoff = now
+        .checked_sub_signed(keep)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let mut good_kept = 0;
     sorted
         .into_iter()
@@ -93,10 +95,15 @@ mod tests {
 
     fn verdicts(entries: &[BackupEntry], keep_days: u32, keep_last: u32) -> Vec<Verdict> {
         let now = Utc::now();
-        plan(entries, now, keep_days, KeepLast::new(keep_last).unwrap())
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect()
+        plan(
+            entries,
+            now,
+            Duration::days(i64::from(keep_days)),
+            KeepLast::new(keep_last).unwrap(),
+        )
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
     }
 
     #[test]
@@ -160,7 +167,7 @@ mod tests {
             .collect();
         let newest = entries[1].manifest.id.clone();
         entries.reverse();
-        let plan = plan(&entries, now, 30, KeepLast::new(1).unwrap());
+        let plan = plan(&entries, now, Duration::days(30), KeepLast::new(1).unwrap());
         assert_eq!(plan[0], (newest, Verdict::KeepLast));
     }
 }

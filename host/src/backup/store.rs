@@ -121,7 +121,7 @@ fn s3(
                 base: 2.0,
             },
             max_retries: cfg.max_retries,
-            retry_timeout: Duration::from_secs(cfg.retry_timeout_secs),
+            retry_timeout: cfg.retry_timeout,
         })
         .with_client_options(
             object_store::ClientOptions::new()

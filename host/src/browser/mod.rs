@@ -1,7 +1,8 @@
 //! One session's Chromium, through chromiumoxide: launch it headless on the
-//! session's profile, open the session's page, probe what state the page is
-//! in, carry out keepalive actions with trusted input, take screenshots,
-//! and close it so the profile is flushed.
+//! session's profile with the session's identity (user agent, language,
+//! time zone, proxy and its login), open the session's page, probe what
+//! state the page is in, carry out keepalive actions with trusted input,
+//! take screenshots, and close it so the profile is flushed.
 //!
 //! It owns the Chromium process and the tasks that watch it; the process
 //! dies with Vigil, even with a `kill -9` (see `process.rs`), and
@@ -35,10 +36,12 @@
 //! ```
 
 mod action;
+mod identity;
 mod memory;
 mod probe;
 mod process;
 mod settings;
+mod user_agent;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -48,7 +51,7 @@ use chromiumoxide::cdp::browser_protocol::browser::{
     PermissionDescriptor, PermissionSetting, SetPermissionParams,
 };
 use chromiumoxide::cdp::browser_protocol::emulation::{
-    SetFocusEmulationEnabledParams, SetIdleOverrideParams,
+    SetFocusEmulationEnabledParams, SetIdleOverrideParams, SetLocaleOverrideParams,
 };
 use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
@@ -67,6 +70,10 @@ use tokio::task::JoinHandle;
 
 pub use crate::action::Action;
 pub use action::{Key, UnknownKey};
+pub use identity::{
+    CredentialsError, HEADLESS_PRODUCT, Identity, Locale, Proxy, ProxyCredentials, ProxyUrl,
+    TimeZone, UserAgent, WindowSize, unheadless,
+};
 pub use memory::{MemoryUsage, ProcessMemory, process_tree, process_tree_memory};
 pub use probe::{PageState, Probe, ProbeOutcome};
 pub use process::{BrowserGone, Exit, ExitSignal, OrphanStop, stop_orphan};
@@ -149,6 +156,20 @@ pub enum BrowserError {
         url: String,
         reason: String,
     },
+    #[error("session {session}: proxy credentials: {source}")]
+    ProxyCredentials {
+        session: SessionId,
+        #[source]
+        source: CredentialsError,
+    },
+    #[error(
+        "session {session}: cannot learn Chromium's own user agent (from a short-lived browser on a scratch profile; set user_agent to skip this): {source}"
+    )]
+    UserAgentProbe {
+        session: SessionId,
+        #[source]
+        source: Box<BrowserError>,
+    },
     #[error("session {session}: {what}: the page threw: {message}")]
     Script {
         session: SessionId,
@@ -180,16 +201,16 @@ pub struct Browser {
     session: SessionId,
     profile: PathBuf,
     settings: BrowserSettings,
-    process: Process,
-    devtools: chromiumoxide::Browser,
+    chromium: Attached,
     page: chromiumoxide::Page,
-    handler: JoinHandle<()>,
 }
 
 impl Browser {
     /// Starts Chromium headless on `profile` (its `--user-data-dir`) and
-    /// attaches to it. Fails with [`BrowserError::ProfileInUse`] when
-    /// another Chromium holds the profile.
+    /// attaches to it, with the session's identity (see
+    /// [`BrowserSettings::identity`]). Fails with
+    /// [`BrowserError::ProfileInUse`] when another Chromium holds the
+    /// profile.
     pub async fn launch(
         session: SessionId,
         profile: &Path,
@@ -202,92 +223,50 @@ impl Browser {
                 executable: settings.executable.clone(),
             }
         })?;
+        let identity = &settings.identity;
+        // Read before anything starts: a missing file fails the launch
+        // with its name, not a page stuck on the proxy's 407.
+        let credentials = identity
+            .proxy
+            .as_ref()
+            .and_then(|p| p.credentials.as_ref())
+            .map(ProxyCredentials::read)
+            .transpose()
+            .map_err(|source| BrowserError::ProxyCredentials {
+                session: session.clone(),
+                source,
+            })?;
         // Absolute, so that a later Vigil can tell from the command line
         // which profile this browser holds (see `stop_orphan`).
         let user_data_dir = std::path::absolute(profile).unwrap_or_else(|_| profile.to_owned());
         let mut args = chromium_args(settings, &user_data_dir, running_as_root());
         args.push(session.browser_marker());
+        if !args.iter().any(|a| a.starts_with("--user-agent=")) {
+            let learnt = user_agent::default_for(&session, &executable, settings).await?;
+            if let Some(ua) = learnt {
+                args.push(format!("--user-agent={ua}"));
+            }
+        }
         tracing::debug!(%session, executable = %executable.display(), ?args, "starting Chromium");
-        let (mut process, devtools_url) = Process::spawn(&executable, &args, &session)
+        let mut chromium = attach(
+            &session,
+            &executable,
+            &args,
+            &identity.env(),
+            profile,
+            settings,
+        )
+        .await?;
+        let page = identity_page(&mut chromium.devtools, identity, credentials)
             .await
-            .map_err(|source| BrowserError::Spawn {
+            .map_err(|(source, what)| BrowserError::Devtools {
                 session: session.clone(),
-                executable: executable.clone(),
+                what,
                 source,
             })?;
-
-        let mut liveness = process.liveness();
-        let url = tokio::select! {
-            url = devtools_url => url.ok(),
-            // Mapped to `()` so no `watch::Ref` (not `Send`) outlives the select.
-            _ = async { let _ = liveness.wait_for(|l| l.exit().is_some()).await; } => None,
-            _ = tokio::time::sleep(settings.launch_timeout) => {
-                let stderr = process.stderr_tail().await;
-                return Err(BrowserError::LaunchTimeout {
-                    session,
-                    profile: profile.to_owned(),
-                    after: settings.launch_timeout,
-                    stderr,
-                });
-            }
-        };
-        let Some(url) = url else {
-            // Stderr closed or the process ended before DevTools came up.
-            let exit = process
-                .wait_exit(Duration::from_secs(2))
-                .await
-                .unwrap_or(Exit {
-                    code: None,
-                    signal: None,
-                });
-            return Err(launch_failure(
-                session,
-                profile,
-                exit,
-                process.stderr_tail().await,
-            ));
-        };
-
-        let config = HandlerConfig {
-            // A kept-alive app must not silently accept a bad certificate.
-            ignore_https_errors: false,
-            // The page gets exactly the configured size: a headless window
-            // would give it less (its hidden tab strip and toolbar).
-            viewport: Some(Viewport {
-                width: settings.window_width,
-                height: settings.window_height,
-                device_scale_factor: Some(1.0),
-                ..Viewport::default()
-            }),
-            request_timeout: settings.command_timeout,
-            ..HandlerConfig::default()
-        };
-        let (mut devtools, handler) = chromiumoxide::Browser::connect_with_config(url, config)
-            .await
-            .map_err(|source| BrowserError::Devtools {
-                session: session.clone(),
-                what: "attach to Chromium's DevTools",
-                source,
-            })?;
-        let handler = tokio::spawn(drive_devtools(
-            handler,
-            process.state_sender(),
-            session.clone(),
-        ));
-        let page = match first_page(&mut devtools).await {
-            Ok(page) => page,
-            Err(source) => {
-                handler.abort();
-                return Err(BrowserError::Devtools {
-                    session,
-                    what: "find the browser's page",
-                    source,
-                });
-            }
-        };
         tracing::info!(
             %session,
-            pid = process.pid(),
+            pid = chromium.process.pid(),
             profile = %profile.display(),
             took_ms = started.elapsed().as_millis() as u64,
             "browser launched"
@@ -296,10 +275,8 @@ impl Browser {
             session,
             profile: profile.to_owned(),
             settings: settings.clone(),
-            process,
-            devtools,
+            chromium,
             page,
-            handler,
         })
     }
 
@@ -313,12 +290,12 @@ impl Browser {
 
     /// The Chromium browser process (the leader of its process group).
     pub fn pid(&self) -> u32 {
-        self.process.pid()
+        self.chromium.process.pid()
     }
 
     /// Fires when this browser is gone (process exit or DevTools lost).
     pub fn exit_signal(&self) -> ExitSignal {
-        ExitSignal::new(self.process.liveness())
+        ExitSignal::new(self.chromium.process.liveness())
     }
 
     /// PSS and RSS summed over this browser's processes.
@@ -452,24 +429,12 @@ impl Browser {
     /// outcome says how it went.
     pub async fn close(mut self) -> Closed {
         let started = Instant::now();
-        let bound = self.settings.close_timeout;
-        if self.process.exit().is_none() {
-            // The answer may never come: Chromium can drop the connection
-            // as it exits. The process exit is what counts.
-            let _ = tokio::time::timeout(bound, self.devtools.close()).await;
-        }
-        let mut exit = self
-            .process
-            .wait_exit(bound.saturating_sub(started.elapsed()))
-            .await;
-        let graceful = exit.is_some_and(|e| e.code == Some(0));
-        if exit.is_none() {
-            tracing::warn!(session = %self.session, pid = self.pid(), ?bound, "Chromium did not close in time; killing it");
-            self.process.kill();
-            exit = self.process.wait_exit(Duration::from_secs(5)).await;
-        }
-        self.handler.abort();
-        self.process.reap().await;
+        let (graceful, exit) = shut(
+            &mut self.chromium,
+            self.settings.close_timeout,
+            &self.session,
+        )
+        .await;
         let closed = Closed {
             graceful,
             exit,
@@ -566,7 +531,7 @@ impl Browser {
         self.guard(
             "grant the wake lock permission",
             self.settings.command_timeout,
-            self.devtools.execute(grant),
+            self.chromium.devtools.execute(grant),
         )
         .await?;
         const REQUEST: &str = "(async () => {
@@ -650,14 +615,6 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // `Process` kills the group on its own drop; the DevTools task must
-        // not outlive it.
-        self.handler.abort();
-    }
-}
-
 enum Evaluated {
     Value(serde_json::Value),
     Threw(String),
@@ -684,6 +641,164 @@ fn launch_failure(session: SessionId, profile: &Path, exit: Exit, stderr: String
         exit,
         stderr,
     }
+}
+
+/// The session's one tab (see [`first_page`]), with the parts of its
+/// identity that DevTools sets: the locale `Intl` formats with, and the
+/// proxy's login.
+async fn identity_page(
+    devtools: &mut chromiumoxide::Browser,
+    identity: &Identity,
+    credentials: Option<ProxyCredentials>,
+) -> Result<chromiumoxide::Page, (CdpError, &'static str)> {
+    let page = first_page(devtools)
+        .await
+        .map_err(|source| (source, "open the browser's page"))?;
+    if let Some(locale) = &identity.locale {
+        // The flags already set navigator.language and Accept-Language.
+        let params = SetLocaleOverrideParams {
+            locale: Some(locale.as_str().to_owned()),
+        };
+        page.execute(params)
+            .await
+            .map_err(|source| (source, "set the page's locale"))?;
+    }
+    if let Some(ProxyCredentials { username, password }) = credentials {
+        // Chromium ignores credentials in --proxy-server. Through DevTools'
+        // Fetch domain every request of the page is paused and let go, and
+        // the proxy's 407 is answered with these, once per request: a
+        // refusal leaves the page on the proxy's answer instead of looping.
+        // chromiumoxide's handler answers every auth challenge itself, so
+        // its mechanism must be the one that does it.
+        page.authenticate(chromiumoxide::auth::Credentials { username, password })
+            .await
+            .map_err(|source| (source, "answer the proxy's login through DevTools"))?;
+    }
+    Ok(page)
+}
+
+/// A Chromium process with DevTools attached. Dropping it kills the
+/// process group (`Process` does) and ends the DevTools task with it.
+struct Attached {
+    process: Process,
+    devtools: chromiumoxide::Browser,
+    handler: JoinHandle<()>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.handler.abort();
+    }
+}
+
+/// Spawns Chromium with `args` and `env`, waits for its DevTools address
+/// (up to the launch timeout), and attaches to it.
+async fn attach(
+    session: &SessionId,
+    executable: &Path,
+    args: &[String],
+    env: &[(&str, String)],
+    profile: &Path,
+    settings: &BrowserSettings,
+) -> Result<Attached, BrowserError> {
+    let (mut process, devtools_url) = Process::spawn(executable, args, env, session)
+        .await
+        .map_err(|source| BrowserError::Spawn {
+            session: session.clone(),
+            executable: executable.to_owned(),
+            source,
+        })?;
+    let mut liveness = process.liveness();
+    let url = tokio::select! {
+        url = devtools_url => url.ok(),
+        // Mapped to `()` so no `watch::Ref` (not `Send`) outlives the select.
+        _ = async { let _ = liveness.wait_for(|l| l.exit().is_some()).await; } => None,
+        _ = tokio::time::sleep(settings.launch_timeout) => {
+            let stderr = process.stderr_tail().await;
+            return Err(BrowserError::LaunchTimeout {
+                session: session.clone(),
+                profile: profile.to_owned(),
+                after: settings.launch_timeout,
+                stderr,
+            });
+        }
+    };
+    let Some(url) = url else {
+        // Stderr closed or the process ended before DevTools came up.
+        let exit = process
+            .wait_exit(Duration::from_secs(2))
+            .await
+            .unwrap_or(Exit {
+                code: None,
+                signal: None,
+            });
+        return Err(launch_failure(
+            session.clone(),
+            profile,
+            exit,
+            process.stderr_tail().await,
+        ));
+    };
+    let config = HandlerConfig {
+        // A kept-alive app must not silently accept a bad certificate.
+        ignore_https_errors: false,
+        // The page gets exactly the configured size: a headless window
+        // would give it less (its hidden tab strip and toolbar).
+        viewport: Some(Viewport {
+            width: settings.window_width,
+            height: settings.window_height,
+            device_scale_factor: Some(1.0),
+            ..Viewport::default()
+        }),
+        request_timeout: settings.command_timeout,
+        ..HandlerConfig::default()
+    };
+    let (devtools, handler) = chromiumoxide::Browser::connect_with_config(url, config)
+        .await
+        .map_err(|source| BrowserError::Devtools {
+            session: session.clone(),
+            what: "attach to Chromium's DevTools",
+            source,
+        })?;
+    let handler = tokio::spawn(drive_devtools(
+        handler,
+        process.state_sender(),
+        session.clone(),
+    ));
+    Ok(Attached {
+        process,
+        devtools,
+        handler,
+    })
+}
+
+/// Asks Chromium to close (it flushes its profile), waits up to `bound`
+/// for the process to end, then kills its group. Returns whether it closed
+/// by itself, and how it ended.
+async fn shut(
+    attached: &mut Attached,
+    bound: Duration,
+    session: &SessionId,
+) -> (bool, Option<Exit>) {
+    let started = Instant::now();
+    let process = &mut attached.process;
+    if process.exit().is_none() {
+        // The answer may never come: Chromium can drop the connection
+        // as it exits. The process exit is what counts.
+        let _ = tokio::time::timeout(bound, attached.devtools.close()).await;
+    }
+    let mut exit = process
+        .wait_exit(bound.saturating_sub(started.elapsed()))
+        .await;
+    let graceful = exit.is_some_and(|e| e.code == Some(0));
+    if exit.is_none() {
+        tracing::warn!(%session, pid = process.pid(), ?bound, "Chromium did not close in time; killing it");
+        process.kill();
+        exit = process.wait_exit(Duration::from_secs(5)).await;
+    }
+    attached.handler.abort();
+    process.reap().await;
+    (graceful, exit)
 }
 
 /// Drives chromiumoxide's connection until it fails; a failure is recorded

@@ -143,16 +143,19 @@ pub(crate) struct Process {
 impl Process {
     /// Spawns Chromium in a new process group (so that closing can reach
     /// its renderers and zygotes, and a Ctrl-C in Vigil's terminal reaches
-    /// Vigil, which then closes Chromium properly). Returns the process and
-    /// where its DevTools address will arrive.
+    /// Vigil, which then closes Chromium properly), with `env` added to
+    /// Vigil's environment. Returns the process and where its DevTools
+    /// address will arrive.
     pub(crate) async fn spawn(
         executable: &Path,
         args: &[String],
+        env: &[(&str, String)],
         session: &SessionId,
     ) -> std::io::Result<(Process, oneshot::Receiver<String>)> {
         let mut command = Command::new(executable);
         command
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

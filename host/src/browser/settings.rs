@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::identity::Identity;
+
 /// Browser settings shared by every session (the `[browser]` table of
 /// `vigil.toml`). Every field has a default; durations are in seconds.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -37,6 +39,10 @@ pub struct BrowserSettings {
     /// and exit before killing it.
     #[serde(rename = "close_timeout_secs", with = "secs")]
     pub close_timeout: Duration,
+    /// Who the browser says it is: set per session (`[[session]]`
+    /// user_agent, locale, timezone, proxy), never in `[browser]`.
+    #[serde(skip)]
+    pub identity: Identity,
 }
 
 impl Default for BrowserSettings {
@@ -51,6 +57,7 @@ impl Default for BrowserSettings {
             load_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(10),
+            identity: Identity::default(),
         }
     }
 }
@@ -105,7 +112,9 @@ pub const LEAN_FLAGS: &[&str] = &[
     "--enable-features=NetworkServiceInProcess2",
 ];
 
-/// The full command line for one session, without the executable.
+/// The full command line for one session, without the executable: Vigil's
+/// flags, the session's identity, then `extra_args` (so an operator's flag
+/// comes last and wins).
 pub fn chromium_args(settings: &BrowserSettings, profile: &Path, as_root: bool) -> Vec<String> {
     let mut args = Args::default();
     for flag in BASE_FLAGS {
@@ -125,6 +134,9 @@ pub fn chromium_args(settings: &BrowserSettings, profile: &Path, as_root: bool) 
         settings.window_width, settings.window_height
     ));
     args.push(&format!("--user-data-dir={}", profile.display()));
+    for flag in settings.identity.flags() {
+        args.push(&flag);
+    }
     for flag in &settings.extra_args {
         args.push(flag);
     }

@@ -10,22 +10,41 @@ pub mod run;
 pub mod status;
 pub mod storage;
 
+use vigil::config::LogFormat;
+
 /// Logs go to stderr so that stdout stays machine-readable (`--json`).
 /// `RUST_LOG` overrides the default level (`info`; tokio_cron_scheduler at `warn`, chromiumoxide only at
 /// `error`, as it warns about every DevTools event newer than its protocol
 /// types, which Chromium sends all the time).
-/// Colours only when stderr is a terminal, so journald and log files get
-/// plain text.
-pub fn init_logging() {
+/// Text has colours only when stderr is a terminal, so journald and log
+/// files get plain text. JSON is one object per line: `timestamp`,
+/// `level`, `target`, `message` and the event's fields at the top level.
+pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=error,tokio_cron_scheduler=warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+/// The log format: `VIGIL_LOG_FORMAT` (`text` or `json`), else `[log]
+/// format` of the config at `config`, else text.
+pub fn log_format(env: Option<String>, config: &std::path::Path) -> Result<LogFormat, String> {
+    match env.filter(|v| !v.trim().is_empty()) {
+        Some(v) => v.parse().map_err(|e| format!("VIGIL_LOG_FORMAT: {e}")),
+        None => Ok(vigil::config::LogConfig::peek(config).unwrap_or_default()),
+    }
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.

@@ -45,7 +45,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         n.start(
             async move { ready.wait_ready().await },
             READY_BOUND,
-            move || alive.alive(),
+            move || alive.liveness(),
             move || status.summary(),
         )
     });
@@ -55,9 +55,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             .stop("closing browsers, taking shutdown backups")
             .await;
     }
-    supervisor
-        .shutdown(Duration::from_secs(config.service.shutdown_timeout_secs))
-        .await;
+    supervisor.shutdown(config.service.shutdown_timeout).await;
     api.shutdown().await;
     if let Some(fixture) = fixture {
         fixture.shutdown().await;

@@ -45,7 +45,7 @@ impl SessionSpec {
                 .unwrap_or_else(|| Probe::Script(DEFAULT_PROBE.to_string())),
             profile_dir: config.profile_dir(&session.id),
             critical: config.critical_files(&session.id),
-            browser: config.browser.clone(),
+            browser: browser_settings(config, session),
             probe_interval: session
                 .probe_interval_secs
                 .unwrap_or(config.service.probe_interval_secs)
@@ -68,6 +68,22 @@ impl SessionSpec {
             .map(|s| Self::from_config(config, s))
             .collect()
     }
+}
+
+/// `[browser]` with the session's own window, flags and identity on top.
+/// Its extra flags come after the shared ones, so they win where Chromium
+/// keeps the last value, and feature lists are merged as for `[browser]`.
+fn browser_settings(config: &Config, session: &SessionConfig) -> BrowserSettings {
+    let mut browser = config.browser.clone();
+    if let Some(window) = session.window {
+        browser.window_width = window.width;
+        browser.window_height = window.height;
+    }
+    browser
+        .extra_args
+        .extend(session.extra_args.iter().cloned());
+    browser.identity = session.identity();
+    browser
 }
 
 #[cfg(test)]
@@ -112,6 +128,70 @@ mod tests {
         assert_eq!(specs[1].probe_interval, Duration::from_millis(500));
         assert_eq!(specs[1].connect_timeout, Duration::from_secs(3));
         assert!(matches!(specs[1].probe, Probe::Selectors { .. }));
+    }
+
+    #[test]
+    fn each_session_gets_its_own_identity_window_and_flags() {
+        let cfg = config(
+            r##"
+            [browser]
+            extra_args = ["--disable-features=Foo", "--js-flags=--max-old-space-size=96"]
+            [[session]]
+            id = "berlin"
+            url = "http://127.0.0.1:8600/"
+            user_agent = "Mozilla/5.0 (Test) Berlin/1.0"
+            locale = "de-DE"
+            timezone = "Europe/Berlin"
+            proxy = "http://proxy.internal:3128"
+            proxy_credentials_file = "secrets/proxy"
+            extra_args = ["--disable-features=Bar", "--proxy-bypass-list=<-loopback>"]
+            window = { width = 1024, height = 700 }
+            [[session]]
+            id = "plain"
+            url = "http://127.0.0.1:8600/"
+            "##,
+        );
+        let specs = SessionSpec::all(&cfg);
+        let berlin = &specs[0].browser;
+        assert_eq!((berlin.window_width, berlin.window_height), (1024, 700));
+        let id = &berlin.identity;
+        assert_eq!(id.locale.as_ref().unwrap().as_str(), "de-DE");
+        assert_eq!(id.timezone.as_ref().unwrap().as_str(), "Europe/Berlin");
+        let proxy = id.proxy.as_ref().unwrap();
+        assert_eq!(
+            proxy.credentials,
+            Some(crate::secret::SecretSource::File(
+                "/srv/vigil/secrets/proxy".into()
+            ))
+        );
+        let args = crate::browser::chromium_args(berlin, Path::new("p"), false);
+        let disabled = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--disable-features="))
+            .unwrap();
+        assert!(disabled.split(',').any(|f| f == "Foo"), "{disabled}");
+        assert!(disabled.split(',').any(|f| f == "Bar"), "{disabled}");
+        for want in [
+            "--user-agent=Mozilla/5.0 (Test) Berlin/1.0",
+            "--accept-lang=de-DE",
+            "--proxy-server=http://proxy.internal:3128",
+            "--proxy-bypass-list=<-loopback>",
+            "--js-flags=--max-old-space-size=96",
+            "--window-size=1024,700",
+        ] {
+            assert!(
+                args.iter().any(|a| a == want),
+                "{want} missing from {args:?}"
+            );
+        }
+        // The session's flags come after the shared ones.
+        let position = |flag: &str| args.iter().position(|a| a == flag).unwrap();
+        assert!(position("--accept-lang=de-DE") < position("--proxy-bypass-list=<-loopback>"));
+
+        let plain = &specs[1].browser;
+        assert_eq!(plain.identity, crate::browser::Identity::default());
+        assert_eq!((plain.window_width, plain.window_height), (1280, 800));
+        assert!(!plain.extra_args.iter().any(|a| a.contains("Bar")));
     }
 
     #[test]

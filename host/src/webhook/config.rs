@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::EventPattern;
 use crate::fields::{AppUrl, opt_path, secs};
+use crate::secret::SecretSource;
 
 /// One `[[webhook]]`: a receiver of signed event notifications. Its secret
 /// is read when the webhooks start (`crate::webhook::Webhooks::start`), so
@@ -24,15 +25,6 @@ pub struct WebhookConfig {
     pub secret: SecretSource,
     /// Which events it receives; default every one.
     pub events: Vec<EventPattern>,
-}
-
-/// Where a webhook's secret comes from; never the config file itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// `secret_file`: the file's content, without its trailing newline.
-    File(PathBuf),
-    /// `secret_env`: an environment variable's value.
-    Env(String),
 }
 
 /// `[[webhook]]` as written, checked into a [`WebhookConfig`].

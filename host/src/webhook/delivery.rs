@@ -12,7 +12,10 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 use super::Webhook;
 use super::event::Delivery;
-use super::signature::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign};
+use super::signature::{
+    DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER, sign, sign_standard,
+};
 
 /// How a failed delivery is retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,12 +129,26 @@ async fn post(
     delivery: &Delivery,
     signature: &str,
 ) -> Result<(), Failure> {
+    // Standard Webhooks signs each attempt with its own time, so a receiver
+    // can refuse old replays and still accept a late retry.
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let standard = sign_standard(
+        hook.standard_key.expose(),
+        &delivery.id,
+        timestamp,
+        &delivery.body,
+    );
     let response = client
         .post(hook.url.clone())
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .header(EVENT_HEADER, delivery.kind.as_str())
         .header(DELIVERY_HEADER, delivery.id.as_str())
         .header(SIGNATURE_HEADER, signature)
+        .header(WEBHOOK_ID_HEADER, delivery.id.as_str())
+        .header(WEBHOOK_TIMESTAMP_HEADER, timestamp.to_string())
+        .header(WEBHOOK_SIGNATURE_HEADER, standard)
         .body(delivery.body.clone())
         .send()
         .await

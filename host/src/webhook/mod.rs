@@ -20,7 +20,6 @@ pub mod event;
 pub mod outbox;
 pub mod signature;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,11 +27,16 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-pub use config::{SecretSource, WebhookConfig, WebhookDelivery};
+use crate::secret::Secret;
+pub use crate::secret::SecretSource;
+pub use config::{WebhookConfig, WebhookDelivery};
 pub use delivery::{Backoff, Retry};
 pub use event::{Delivery, Event, EventKind, EventPattern, RestoreSource};
 use outbox::{Outbox, Pushed};
-pub use signature::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign, verify};
+pub use signature::{
+    DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER, sign, sign_standard, standard_key, verify, verify_standard,
+};
 
 /// A full queue is logged at most this often per webhook (each drop is
 /// counted): a dead receiver must not flood the log.
@@ -42,16 +46,13 @@ const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookError {
-    #[error("webhook {webhook}: cannot read its secret_file {}: {source}", path.display())]
-    SecretFile {
+    #[error("webhook {webhook}: its secret: {source}")]
+    Secret {
         webhook: String,
-        path: PathBuf,
-        source: std::io::Error,
+        source: crate::secret::SecretError,
     },
-    #[error("webhook {webhook}: its secret_env variable {var} is not set")]
-    SecretEnvUnset { webhook: String, var: String },
-    #[error("webhook {webhook}: its secret ({origin}) is empty")]
-    SecretEmpty { webhook: String, origin: String },
+    #[error("webhook {webhook}: its secret: {reason}")]
+    StandardKey { webhook: String, reason: String },
     #[error("two webhooks are named {name:?}: give one of them another `name`")]
     DuplicateName { name: String },
     #[error("cannot set up the webhooks' HTTP client: {0}")]
@@ -88,6 +89,8 @@ struct Webhook {
     /// The URL without credentials, query or fragment: safe to log.
     shown_url: String,
     secret: Secret,
+    /// The Standard Webhooks key the secret stands for.
+    standard_key: Secret,
     events: Vec<EventPattern>,
     outbox: Outbox<Arc<Delivery>>,
     counters: Counters,
@@ -146,21 +149,6 @@ pub struct ShutdownReport {
     pub abandoned: u64,
 }
 
-/// A webhook secret: kept as bytes, never printed.
-struct Secret(Vec<u8>);
-
-impl Secret {
-    fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
 impl Webhooks {
     /// Reads every webhook's secret and starts one worker task per webhook.
     /// Call it inside the tokio runtime. With no webhook configured, nothing
@@ -179,11 +167,18 @@ impl Webhooks {
                 return Err(WebhookError::DuplicateName { name });
             }
             let secret = read_secret(&name, &config.secret)?;
+            let standard_key = signature::standard_key(secret.expose())
+                .map(Secret::from)
+                .map_err(|reason| WebhookError::StandardKey {
+                    webhook: name.clone(),
+                    reason,
+                })?;
             started.push(Arc::new(Webhook {
                 shown_url: shown_url(config.url.get()),
                 url: config.url.get().clone(),
                 name,
                 secret,
+                standard_key,
                 events: config.events.clone(),
                 outbox: Outbox::new(delivery.queue_capacity.get()),
                 counters: Counters::default(),
@@ -375,37 +370,10 @@ impl Webhook {
 }
 
 fn read_secret(webhook: &str, source: &SecretSource) -> Result<Secret, WebhookError> {
-    let (mut bytes, origin) = match source {
-        SecretSource::File(path) => {
-            let bytes = std::fs::read(path).map_err(|source| WebhookError::SecretFile {
-                webhook: webhook.to_string(),
-                path: path.clone(),
-                source,
-            })?;
-            (bytes, format!("secret_file {}", path.display()))
-        }
-        SecretSource::Env(var) => {
-            let value = std::env::var_os(var).ok_or_else(|| WebhookError::SecretEnvUnset {
-                webhook: webhook.to_string(),
-                var: var.clone(),
-            })?;
-            (
-                std::os::unix::ffi::OsStringExt::into_vec(value),
-                format!("secret_env {var}"),
-            )
-        }
-    };
-    // `echo secret > file` leaves a newline that is not part of the key.
-    while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
-        bytes.pop();
-    }
-    if bytes.is_empty() {
-        return Err(WebhookError::SecretEmpty {
-            webhook: webhook.to_string(),
-            origin,
-        });
-    }
-    Ok(Secret(bytes))
+    source.read().map_err(|source| WebhookError::Secret {
+        webhook: webhook.to_string(),
+        source,
+    })
 }
 
 /// `hooks.example.com/vigil` for `https://user:pw@hooks.example.com/vigil?t=1`.
