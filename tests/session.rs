@@ -202,8 +202,9 @@ async fn a_profile_held_by_a_live_browser_is_refused_until_it_is_gone() {
 }
 
 /// (d) A browser that is not Vigil's (no marker on its command line)
-/// holds the profile: the session is refused as before, and that browser
-/// is left running.
+/// holds the profile: the session is refused as before (degraded, naming
+/// the pid, trying again later: a runner never gives up), and that browser
+/// is left running, also across Vigil's next tries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_that_is_not_vigils_is_refused_and_left_running() {
     init_logging();
@@ -212,13 +213,19 @@ async fn a_browser_that_is_not_vigils_is_refused_and_left_running() {
     let foreign = chromium::start_detached(&host.profile_dir(), None).await;
 
     host.start().await;
-    let status = host.wait_state(SessionState::Failed, START).await;
+    let status = host
+        .wait_status("the second refusal", START, |s| {
+            s.counters.transitions_into(SessionState::Degraded) >= 2
+        })
+        .await;
+    assert_eq!(status.state, SessionState::Degraded);
     assert!(
         status.reason.contains("held by a running browser")
             && status.reason.contains(&foreign.pid.to_string()),
         "{}",
         status.reason
     );
+    assert_eq!(status.counters.transitions_into(SessionState::Failed), 0);
     assert!(chromium::alive(foreign.pid), "the foreign browser runs on");
     host.stop().await;
     assert!(chromium::alive(foreign.pid), "and survives the host's stop");
