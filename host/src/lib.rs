@@ -14,6 +14,7 @@
 //! - [`policy`]: the wasmtime runtime for keepalive / watchdog / restore
 //!   policies, with limits, fallbacks and hot reload.
 //! - [`browser`]: Chromium through chromiumoxide: launch, probe, act.
+//! - [`qr`]: login QR codes: drawn from text, read from screenshots.
 //! - [`session`]: one session's life, the state machine.
 //! - [`supervisor`]: all sessions: start, restore, stop, drain.
 //! - [`webhook`]: signed event notifications to the operator's services.
@@ -33,6 +34,7 @@ pub mod config;
 pub mod fixture;
 pub mod id;
 pub mod policy;
+pub mod qr;
 pub mod schedule;
 pub mod session;
 pub mod supervisor;
