@@ -18,6 +18,7 @@
 //! - [`session`]: one session's life, the state machine.
 //! - [`supervisor`]: all sessions: start, restore, stop, drain.
 //! - [`webhook`]: signed event notifications to the operator's services.
+//! - [`feed`]: the same events, numbered, for the API's event stream.
 //! - [`api`]: the HTTP admin API, `/metrics`, and its client.
 //! - [`systemd`]: READY / WATCHDOG / STOPPING notifications.
 //!
@@ -31,6 +32,7 @@ pub mod archive;
 pub mod backup;
 pub mod browser;
 pub mod config;
+pub mod feed;
 pub mod fixture;
 pub mod id;
 pub mod policy;

@@ -31,6 +31,10 @@ pub enum QrError {
     TooLarge { width: u32, height: u32 },
     #[error("cannot write the QR code's PNG: {0}")]
     Png(#[from] png::EncodingError),
+    /// The decoder crashed on this image (a bug in it, caught here so a
+    /// strange page cannot take its caller down).
+    #[error("the QR decoder failed on a {width}x{height} screenshot")]
+    DecoderFailed { width: usize, height: usize },
 }
 
 /// The modules of one QR code, without its quiet zone.
@@ -152,18 +156,25 @@ pub struct FoundQr {
 /// the image shows none (or none that decodes).
 pub fn find_in_png(screenshot: &[u8]) -> Result<Option<FoundQr>, QrError> {
     let image = Luma::from_png(screenshot)?;
-    let mut prepared =
-        rqrr::PreparedImage::prepare_from_greyscale(image.width, image.height, |x, y| {
-            image.at(x, y)
-        });
-    for grid in prepared.detect_grids() {
-        let Ok((_, text)) = grid.decode() else {
-            continue;
-        };
-        let png = image.crop_around(&grid.bounds, grid.grid.size()).to_png()?;
-        return Ok(Some(FoundQr { text, png }));
-    }
-    Ok(None)
+    let read = std::panic::catch_unwind(|| {
+        let mut prepared =
+            rqrr::PreparedImage::prepare_from_greyscale(image.width, image.height, |x, y| {
+                image.at(x, y)
+            });
+        prepared.detect_grids().into_iter().find_map(|grid| {
+            let (_, text) = grid.decode().ok()?;
+            Some((text, grid.bounds, grid.grid.size()))
+        })
+    })
+    .map_err(|_| QrError::DecoderFailed {
+        width: image.width,
+        height: image.height,
+    })?;
+    let Some((text, bounds, modules)) = read else {
+        return Ok(None);
+    };
+    let png = image.crop_around(&bounds, modules).to_png()?;
+    Ok(Some(FoundQr { text, png }))
 }
 
 /// A greyscale image, one byte per pixel, rows top to bottom.

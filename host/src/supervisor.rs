@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::task::JoinSet;
 
 use crate::backup::{BackupError, Backups};
 use crate::config::Config;
+use crate::feed::EventFeed;
 use crate::id::SessionId;
 use crate::policy::{PolicyError, PolicyRuntime, PolicySource, ReloadWatcher, RuntimeOptions};
 use crate::schedule::{Schedule, ScheduleError, Task};
@@ -46,9 +48,10 @@ pub struct Supervisor {
     watcher: Option<ReloadWatcher>,
     schedule: Option<Schedule>,
     webhooks: Option<Webhooks>,
-    /// Forwards session and policy events to the webhooks.
+    /// Forwards session and policy events to the feed and the webhooks.
     notifier: Option<tokio::task::JoinHandle<()>>,
     webhook_sender: WebhookSender,
+    feed: Arc<EventFeed>,
     started: SystemTime,
 }
 
@@ -74,11 +77,10 @@ impl Supervisor {
         let watcher = policies.watch()?;
         let (events, _) = broadcast::channel(1024);
         let webhook_sender = webhooks.sender();
-        let notifier = tokio::spawn(notify(
-            events.subscribe(),
-            policies.subscribe(),
-            webhook_sender.clone(),
-        ));
+        let feed = Arc::new(EventFeed::new(webhook_sender.host()));
+        // Subscribed before any session starts, so none of their events is
+        // missed; the notifier starts once the sessions' clients exist.
+        let (session_events, policy_events) = (events.subscribe(), policies.subscribe());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let deps = SessionDeps {
             policies: Arc::clone(&policies),
@@ -99,6 +101,18 @@ impl Supervisor {
             })
             .collect();
         let clients: Vec<SessionClient> = sessions.values().map(|h| h.client().clone()).collect();
+        let notifier = tokio::spawn(notify(
+            session_events,
+            policy_events,
+            Outlets {
+                feed: Arc::clone(&feed),
+                webhooks: webhook_sender.clone(),
+                sessions: clients
+                    .iter()
+                    .map(|c| (c.id().clone(), c.clone()))
+                    .collect(),
+            },
+        ));
         let schedule = Schedule::start(
             "backup",
             &config.backup.schedule,
@@ -122,6 +136,7 @@ impl Supervisor {
             webhooks: Some(webhooks),
             notifier: Some(notifier),
             webhook_sender,
+            feed,
             started: SystemTime::now(),
         })
     }
@@ -146,6 +161,11 @@ impl Supervisor {
     /// Transitions, backups and restores of every session, as they happen.
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
         self.events.subscribe()
+    }
+
+    /// Every event webhooks carry, numbered, for the API's event stream.
+    pub fn feed(&self) -> &Arc<EventFeed> {
+        &self.feed
     }
 
     /// A handle on the webhooks' queues and counters (empty when none is
@@ -239,33 +259,106 @@ fn scheduled_backups(sessions: Vec<SessionClient>, backups: Arc<Backups>) -> Tas
     })
 }
 
-/// Sends what operators asked to be told about to the webhooks. Lagging
-/// behind the broadcast loses the oldest events, as a full webhook queue
-/// does, and is logged.
+/// Where events go: the feed (the API's stream), then the webhooks, with
+/// the same body; and the sessions, to look at a login screen.
+struct Outlets {
+    feed: Arc<EventFeed>,
+    webhooks: WebhookSender,
+    sessions: BTreeMap<SessionId, SessionClient>,
+}
+
+impl Outlets {
+    fn publish(&self, event: &webhook::Event) {
+        let published = self.feed.publish(event);
+        self.webhooks.send_delivery(published.delivery.clone());
+    }
+}
+
+/// Publishes what operators can be told about. Lagging behind the
+/// broadcast loses the oldest events, as a full webhook queue does, and is
+/// logged. A session that turns needs-login gets its `session.needs_login`
+/// event once its login screen was looked at (see [`needs_login`]); the
+/// look runs aside, so other events are never held up by it.
 async fn notify(
     mut sessions: broadcast::Receiver<SessionEvent>,
     mut policies: broadcast::Receiver<crate::policy::ReloadEvent>,
-    webhooks: WebhookSender,
+    outlets: Outlets,
 ) {
     use broadcast::error::RecvError;
     let (mut sessions_open, mut policies_open) = (true, true);
-    while sessions_open || policies_open {
+    let mut looks: JoinSet<webhook::Event> = JoinSet::new();
+    while sessions_open || policies_open || !looks.is_empty() {
         tokio::select! {
             event = sessions.recv(), if sessions_open => match event {
                 Ok(event) => {
-                    if let Some(event) = webhook_event(&event) {
-                        webhooks.send(event);
+                    if let Some(webhook_event) = webhook_event(&event) {
+                        outlets.publish(&webhook_event);
+                    }
+                    if let SessionEvent::StateChanged { session, to: SessionState::NeedsLogin, .. } = &event
+                        && let Some(client) = outlets.sessions.get(session)
+                    {
+                        looks.spawn(needs_login(client.clone()));
                     }
                 }
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "webhooks fell behind session events"),
                 Err(RecvError::Closed) => sessions_open = false,
             },
             event = policies.recv(), if policies_open => match event {
-                Ok(event) => webhooks.send(webhook::Event::from(&event)),
+                Ok(event) => outlets.publish(&webhook::Event::from(&event)),
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "webhooks fell behind policy reloads"),
                 Err(RecvError::Closed) => policies_open = false,
             },
+            Some(looked) = looks.join_next(), if !looks.is_empty() => match looked {
+                Ok(event) => outlets.publish(&event),
+                Err(e) => tracing::error!(error = %e, "looking at a login screen failed"),
+            },
         }
+    }
+}
+
+/// Tries to read a QR code on a login screen this many times...
+const LOGIN_LOOKS: u32 = 5;
+/// ...this far apart: a page may draw its code a moment after it says
+/// it needs a login.
+const LOGIN_LOOK_PAUSE: Duration = Duration::from_secs(1);
+/// One look waits at most this long for the session (it serves commands
+/// between its own steps).
+const LOGIN_LOOK_BOUND: Duration = Duration::from_secs(20);
+
+/// The `session.needs_login` event of `session`, with the text of the QR
+/// code its page shows, or none when no code could be read while it kept
+/// asking for a login.
+async fn needs_login(session: SessionClient) -> webhook::Event {
+    let mut qr = None;
+    for look in 1..=LOGIN_LOOKS {
+        if session.state() != SessionState::NeedsLogin {
+            break;
+        }
+        match tokio::time::timeout(LOGIN_LOOK_BOUND, session.login_qr()).await {
+            Ok(Ok(Some(found))) => {
+                qr = Some(found.text);
+                break;
+            }
+            Ok(Ok(None)) => {
+                tracing::debug!(session = %session.id(), look, "no QR code on the login screen yet")
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(session = %session.id(), look, error = %e, "cannot look at the login screen")
+            }
+            Err(_) => {
+                tracing::debug!(session = %session.id(), look, "the session did not take a screenshot in time")
+            }
+        }
+        if look < LOGIN_LOOKS {
+            tokio::time::sleep(LOGIN_LOOK_PAUSE).await;
+        }
+    }
+    if qr.is_none() {
+        tracing::info!(session = %session.id(), "needs a login; no readable QR code on its page");
+    }
+    webhook::Event::SessionNeedsLogin {
+        session: session.id().clone(),
+        qr,
     }
 }
 
