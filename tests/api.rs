@@ -8,7 +8,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::api::{Answer, ChildSetup, OpenApi, TOKEN, TestHost, call, parse_prometheus, png_size};
+use common::api::{
+    Answer, Arrived, ChildSetup, OpenApi, StreamRecorder, TOKEN, TestHost, call, parse_prometheus,
+    png_size,
+};
 use common::chromium::browser_slot;
 use common::fixture::wait_until;
 use common::webhook::{Answer as HookAnswer, Receiver};
@@ -42,11 +45,16 @@ async fn an_operator_watches_and_commands_a_running_host() {
     every_route_but_the_health_checks_needs_the_token(&host.base).await;
     readiness_follows_the_sessions(&host.base).await;
     the_screenshot_shows_the_login_screen(&host).await;
+    let code = the_login_qr_code_reads_as_the_shown_code(&host).await;
+    let stream = StreamRecorder::open(&host.base, "/v1/events").await;
     metrics_move_when_the_session_logs_in(&host).await;
+    let connected = the_stream_tells_the_login_within_a_second(&host, &stream).await;
+    the_stream_replays_kept_events_and_says_who_needed_a_login(&host, &code).await;
     let backup = a_backup_made_through_the_api_is_listed(&host.base).await;
     a_refused_policy_shows_with_its_reason(&host).await;
     the_api_and_its_openapi_document_agree(&host.base, &backup).await;
     webhook_deliveries_show_in_the_metrics(&host.base, &receiver).await;
+    webhooks_carry_the_streams_bodies_and_the_qr_text(&receiver, &connected, &code).await;
 
     host.stop().await;
 }
@@ -153,6 +161,148 @@ async fn the_screenshot_shows_the_login_screen(host: &TestHost) {
     let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-login-screen.png");
     std::fs::write(&saved, &shot.body).unwrap();
     eprintln!("login screen saved to {}", saved.display());
+}
+
+/// The API reads the login screen's QR code as a phone would: the text is
+/// the code the fixture handed out, and the PNG cut out of the screenshot
+/// reads the same.
+async fn the_login_qr_code_reads_as_the_shown_code(host: &TestHost) -> String {
+    use base64::Engine as _;
+    let answer = get(&host.base, "/v1/sessions/main/qr").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    OpenApi::load()
+        .check("GET", "/v1/sessions/{id}/qr", &answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let body = answer.json();
+    let text = body["text"].as_str().expect("the code's text").to_owned();
+    let pending = host.fixture.report().pending_codes;
+    assert_eq!(pending.last(), Some(&text), "read {text:?}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(body["png"].as_str().expect("a png"))
+        .expect("base64");
+    let (w, h) = png_size(&png).expect("a PNG");
+    assert!(w < 600 && h < 600, "the code alone, not the page: {w}x{h}");
+    let again = vigil::qr::find_in_png(&png)
+        .unwrap()
+        .expect("the cut-out reads");
+    assert_eq!(again.text, text);
+    text
+}
+
+/// Subscribed before the phone paired: the change to connected reaches the
+/// stream within a second of the host recording it.
+async fn the_stream_tells_the_login_within_a_second(
+    host: &TestHost,
+    stream: &StreamRecorder,
+) -> Arrived {
+    assert!(
+        stream.content_type.starts_with("text/event-stream"),
+        "{}",
+        stream.content_type
+    );
+    let connected = stream
+        .wait_for(
+            "the change to connected on the stream",
+            Duration::from_secs(10),
+            |a| a.event == "session.state_changed" && a.json()["data"]["to"] == "connected",
+        )
+        .await;
+    let detail = get(&host.base, "/v1/sessions/main").await.json();
+    assert_eq!(detail["state"], "connected");
+    let since = humantime::parse_rfc3339(detail["since"].as_str().unwrap()).unwrap();
+    let latency = connected.at.duration_since(since).unwrap_or(Duration::ZERO);
+    eprintln!("the change to connected reached the stream {latency:?} after the host recorded it");
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+    let body = connected.json();
+    assert_eq!(body["event"], "session.state_changed");
+    assert_eq!(body["data"]["session"], "main");
+    assert_eq!(body["data"]["from"], "needs-login");
+    assert!(connected.id.is_some_and(|id| id > 1), "{connected:?}");
+    // Without `after`, nothing from before the subscription is replayed.
+    let earlier = stream
+        .arrived()
+        .into_iter()
+        .find(|a| a.event == "session.state_changed" && a.json()["data"]["to"] == "needs-login");
+    assert!(earlier.is_none(), "{earlier:?}");
+    connected
+}
+
+/// A client resuming from the start gets the kept events first, in
+/// order, among them the needs-login event with the code that was shown;
+/// `/v1/events/recent` lists the same.
+async fn the_stream_replays_kept_events_and_says_who_needed_a_login(host: &TestHost, code: &str) {
+    let replay = StreamRecorder::open(&host.base, "/v1/events?after=0").await;
+    let needs_login = replay
+        .wait_for("the needs-login event", Duration::from_secs(10), |a| {
+            a.event == "session.needs_login"
+        })
+        .await;
+    assert_eq!(
+        needs_login.json()["data"],
+        json!({ "session": "main", "qr": code })
+    );
+    replay
+        .wait_for("the change to connected", Duration::from_secs(10), |a| {
+            a.event == "session.state_changed" && a.json()["data"]["to"] == "connected"
+        })
+        .await;
+    let ids: Vec<u64> = replay.arrived().iter().filter_map(|a| a.id).collect();
+    assert_eq!(ids.first(), Some(&1), "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+
+    let recent = get(&host.base, "/v1/events/recent").await;
+    OpenApi::load()
+        .check("GET", "/v1/events/recent", &recent)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let recent = recent.json();
+    let events: Vec<&str> = recent["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert!(events.contains(&"session.needs_login"), "{events:?}");
+    assert!(recent["last_id"].as_u64().unwrap() >= ids.len() as u64);
+
+    let bad = call(
+        &host.base,
+        "GET",
+        "/v1/events?after=soon",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(bad.error_code(), "bad_request");
+}
+
+/// Webhooks received the very bodies the stream carried, and the
+/// needs-login event with the code's text.
+async fn webhooks_carry_the_streams_bodies_and_the_qr_text(
+    receiver: &Receiver,
+    streamed: &Arrived,
+    code: &str,
+) {
+    let body = streamed.json();
+    let delivery = body["delivery"].as_str().unwrap().to_owned();
+    let attempts = wait_until(SETTLE, "the streamed event at the webhook", || async {
+        let attempts = receiver.attempts();
+        attempts
+            .iter()
+            .any(|a| a.delivery == delivery)
+            .then_some(attempts)
+    })
+    .await;
+    let hooked = attempts.iter().find(|a| a.delivery == delivery).unwrap();
+    assert_eq!(hooked.json(), body, "the same body on both ways");
+    let needs_login = attempts
+        .iter()
+        .find(|a| a.event == "session.needs_login")
+        .expect("a session.needs_login delivery");
+    assert_eq!(
+        needs_login.json()["data"],
+        json!({ "session": "main", "qr": code })
+    );
 }
 
 async fn scrape(base: &str) -> common::api::Scrape {
@@ -360,18 +510,37 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
     operations.sort_by_key(|o| (o.method != "GET", o.path.ends_with("/restart")));
     for op in &operations {
         let path = op.path.replace("{id}", "main");
+        if op.path == "/v1/events" {
+            // A stream never ends: its answer is checked by its headers.
+            let stream = StreamRecorder::open(base, &path).await;
+            let answer = Answer {
+                status: 200,
+                content_type: stream.content_type.clone(),
+                headers: Default::default(),
+                body: Vec::new(),
+            };
+            doc.check(&op.method, &op.path, &answer)
+                .unwrap_or_else(|e| panic!("{e}"));
+            continue;
+        }
         let body = op
             .path
             .ends_with("/restore")
             .then(|| json!({ "backup": backup }));
         let answer = call(base, &op.method, &path, Some(TOKEN), body).await;
-        assert!(
-            (200..300).contains(&answer.status),
-            "{} {path}: {} {}",
-            op.method,
-            answer.status,
-            answer.text()
-        );
+        if op.path.ends_with("/qr") {
+            // Connected: the page shows no QR code.
+            assert_eq!(answer.status, 404, "{path}: {}", answer.text());
+            assert_eq!(answer.error_code(), "no_qr_code");
+        } else {
+            assert!(
+                (200..300).contains(&answer.status),
+                "{} {path}: {} {}",
+                op.method,
+                answer.status,
+                answer.text()
+            );
+        }
         doc.check(&op.method, &op.path, &answer)
             .unwrap_or_else(|e| panic!("{e}"));
         if op.path.contains("{id}") {

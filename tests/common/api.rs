@@ -80,9 +80,13 @@ impl TestHost {
             .prefix("vigil-api-test-")
             .tempdir()
             .expect("temp dir");
-        let fixture = Fixture::start(FixtureOptions::default())
-            .await
-            .expect("fixture starts");
+        // Login codes that do not rotate while a test reads them.
+        let fixture = Fixture::start(FixtureOptions {
+            code_rotation: Duration::from_secs(600),
+            ..FixtureOptions::default()
+        })
+        .await
+        .expect("fixture starts");
         let text = config_text(root.path(), &fixture.url(), extra)
             .replace("[backup]\n", &format!("[backup]\n{backup}\n"));
         let file = root.path().join("vigil.toml");
@@ -709,5 +713,117 @@ impl ChildSetup {
             .env_remove("WATCHDOG_PID")
             .env("RUST_LOG", "info,chromiumoxide=error");
         cmd
+    }
+}
+
+// ---------------------------------------------------------- event stream
+
+/// One server-sent message as it arrived.
+#[derive(Debug, Clone)]
+pub struct Arrived {
+    pub id: Option<u64>,
+    pub event: String,
+    pub data: String,
+    /// When this test read it off the socket.
+    pub at: std::time::SystemTime,
+}
+
+impl Arrived {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("{} data is not JSON ({e}): {}", self.event, self.data))
+    }
+}
+
+/// `GET /v1/events` read by a task of its own, which stamps each message
+/// with the time it arrived: what a dashboard would see, read with no
+/// help from Vigil's own client.
+pub struct StreamRecorder {
+    pub content_type: String,
+    arrived: std::sync::Arc<std::sync::Mutex<Vec<Arrived>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl StreamRecorder {
+    /// Opens the stream at `base` with `path_and_query` (e.g.
+    /// `/v1/events?after=0`).
+    pub async fn open(base: &str, path_and_query: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let mut response = http
+            .get(format!("{base}{path_and_query}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET the event stream");
+        assert_eq!(response.status(), 200, "GET {path_and_query}");
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let arrived = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = arrived.clone();
+        let reader = tokio::spawn(async move {
+            let mut buffer = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    let field = |name: &str| {
+                        block
+                            .lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .map(|v| v.trim_start().to_owned())
+                    };
+                    // Keep-alive comments carry no event name.
+                    let Some(event) = field("event:") else {
+                        continue;
+                    };
+                    sink.lock().unwrap().push(Arrived {
+                        id: field("id:").and_then(|v| v.parse().ok()),
+                        event,
+                        data: field("data:").unwrap_or_default(),
+                        at: std::time::SystemTime::now(),
+                    });
+                }
+            }
+        });
+        Self {
+            content_type,
+            arrived,
+            reader,
+        }
+    }
+
+    pub fn arrived(&self) -> Vec<Arrived> {
+        self.arrived.lock().unwrap().clone()
+    }
+
+    /// The first message `pick` accepts, waiting up to `timeout`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pick: impl Fn(&Arrived) -> bool,
+    ) -> Arrived {
+        super::fixture::wait_until(timeout, what, || async {
+            self.arrived().into_iter().find(|a| pick(a))
+        })
+        .await
+    }
+
+    /// Whether the host ended the stream.
+    pub fn ended(&self) -> bool {
+        self.reader.is_finished()
+    }
+}
+
+impl Drop for StreamRecorder {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
