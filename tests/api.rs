@@ -697,6 +697,185 @@ async fn vigil_status_and_systemd_follow_a_running_vigil_run() {
     assert!(stderr.contains("no Vigil host answers"), "{stderr}");
 }
 
+/// An operator at home logs a session in from the terminal: `vigil login`
+/// draws the page's QR code (redrawn when the page rotates it), a phone
+/// pairs with what the code says, and `vigil login` returns 0. Without a
+/// phone it gives up with its timeout code. `vigil events` then tells what
+/// happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vigil_login_draws_the_qr_code_until_a_phone_pairs() {
+    use tokio::io::AsyncBufReadExt;
+    let _slot = browser_slot().await;
+    // Codes rotate every 4 s, so a rotation happens while the test watches.
+    let setup = ChildSetup::with_fixture([127, 0, 0, 1], "code_rotation_secs = 4\n");
+    let log = std::fs::File::create(setup.root.path().join("vigil.log")).unwrap();
+    let mut run = setup.command(&["run"]);
+    run.stderr(log);
+    let _child = Child(Some(
+        tokio::process::Command::from(run)
+            .spawn()
+            .expect("spawn vigil run"),
+    ));
+    wait_until(SETTLE, "main to need a login", || async {
+        let (code, stdout, _) = vigil(&setup, &["status", "--json"]).await;
+        let value: Value = serde_json::from_str(&stdout).ok()?;
+        (code == 0 && value["sessions"][0]["state"] == "needs-login").then_some(())
+    })
+    .await;
+
+    let (code, _, stderr) = vigil(&setup, &["login", "nobody", "--timeout", "5"]).await;
+    assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.contains("no session \"nobody\""), "{stderr}");
+
+    // Nobody scans: it draws the code, then gives up with code 7.
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = vigil(&setup, &["login", "main", "--timeout", "2"]).await;
+    assert_eq!(code, 7, "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(stderr.contains("not connected after 2 s"), "{stderr}");
+    let drawn = common::api::read_terminal_qr_codes(&stdout);
+    assert_eq!(drawn.len(), 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("Code text: {}", drawn[0])),
+        "the drawing reads as the text it names: {stdout}"
+    );
+
+    // Now with a phone: vigil login keeps drawing until the session is
+    // connected.
+    let mut login =
+        tokio::process::Command::from(setup.command(&["login", "main", "--timeout", "120"]))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn vigil login");
+    let mut lines = tokio::io::BufReader::new(login.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let mut next_drawing = async || loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("vigil login draws a code within 30 s")
+            .expect("read its stdout")
+            .expect("vigil login is still running");
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("Code text: ") {
+            return common::api::read_terminal_qr_codes(&printed)
+                .pop()
+                .expect("a drawing before its text");
+        }
+    };
+    let first = next_drawing().await;
+    // The page rotates its code; vigil login draws the new one.
+    let second = next_drawing().await;
+    assert_ne!(first, second, "a rotated code is drawn anew");
+
+    // A phone scans the code the API reads off the page (scanning again
+    // if the page rotated it in between, as a person would).
+    let token = setup.generated_token();
+    let api = format!("http://{}", setup.api);
+    let fixture = common::fixture::FixtureClient::new(&setup.app);
+    loop {
+        let qr = call(&api, "GET", "/v1/sessions/main/qr", Some(&token), None).await;
+        assert_eq!(qr.status, 200, "{}", qr.text());
+        let text = qr.json()["text"].as_str().unwrap().to_owned();
+        let (status, body) = fixture.try_pair(&text).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 410, "{body}");
+    }
+    let exit = tokio::time::timeout(Duration::from_secs(30), login.wait())
+        .await
+        .expect("vigil login returns once the session is connected")
+        .unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut login.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("main: connected"), "{stderr}");
+    let after = call(&api, "GET", "/v1/sessions/main/qr", Some(&token), None).await;
+    assert_eq!(
+        after.status,
+        404,
+        "no QR code once connected: {}",
+        after.text()
+    );
+    assert_eq!(after.error_code(), "no_qr_code");
+
+    // Already connected: nothing to draw.
+    let (code, stdout, stderr) = vigil(&setup, &["login", "main", "--timeout", "5"]).await;
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+
+    vigil_events_tell_what_happened(&setup).await;
+}
+
+/// `vigil events` lists the kept events; `--follow` goes on with new ones.
+async fn vigil_events_tell_what_happened(setup: &ChildSetup) {
+    use tokio::io::AsyncBufReadExt;
+    let (code, stdout, stderr) = vigil(setup, &["events"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("session.needs_login  main: needs a login; QR code: ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("session.state_changed  main: needs-login -> connected"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = vigil(setup, &["events", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let bodies: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON body a line"))
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b["version"] == 1 && b["delivery"].is_string())
+    );
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b["event"] == "session.state_changed" && b["data"]["to"] == "connected")
+    );
+
+    let mut follow =
+        tokio::process::Command::from(setup.command(&["events", "--follow", "--json"]))
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn vigil events --follow");
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("an event within 30 s")
+            .unwrap()
+            .expect("still following");
+        serde_json::from_str::<Value>(&line).expect("a JSON body")
+    };
+    // The kept events first, as without --follow...
+    for body in &bodies {
+        assert_eq!(&next().await, body);
+    }
+    // ...then what happens next.
+    let (code, _, stderr) = vigil(setup, &["restart", "main"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let restarted = next().await;
+    assert_eq!(restarted["event"], "session.state_changed", "{restarted}");
+    assert_eq!(restarted["data"]["from"], "connected", "{restarted}");
+    sigterm(&follow);
+    let exit = tokio::time::timeout(Duration::from_secs(10), follow.wait())
+        .await
+        .expect("vigil events stops on SIGTERM")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit}");
+}
+
 #[test]
 fn vigil_run_refuses_a_public_address_without_a_token() {
     let setup = ChildSetup::new([0, 0, 0, 0]);

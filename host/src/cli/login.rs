@@ -101,8 +101,10 @@ async fn wait_for_login(
             _ => {}
         }
         if state != last_state {
-            if state != "needs-login" || screen.drawn.is_none() {
-                eprintln!("{session} is {state}; waiting for its login screen...");
+            match (state.as_str(), &screen.drawn) {
+                ("needs-login", Some(_)) => {}
+                (_, None) => eprintln!("{session} is {state}; waiting for its login screen..."),
+                (_, Some(_)) => eprintln!("{session} is {state}..."),
             }
             last_state = state;
         }
