@@ -153,6 +153,55 @@ async fn a_paired_code_hands_its_credential_to_the_page_once() {
     assert_eq!(status, 404);
 }
 
+/// The login screen's code comes with its QR code, and rotates: once the
+/// rotation period is over, the page learns its code expired (and asks
+/// for another), and a phone pairing it is refused with 410.
+#[tokio::test]
+async fn a_login_code_comes_as_a_qr_code_and_expires_after_the_rotation() {
+    let (_fx, app) = fixture::start_rotating(Duration::from_millis(800)).await;
+    let (status, body) = post(&app, "api/login", "").await;
+    assert_eq!(status, 200);
+    let code = body["code"].as_str().unwrap().to_owned();
+    assert_eq!(body["expires_in_ms"], 800);
+    let svg = body["qr_svg"].as_str().unwrap();
+    assert!(svg.starts_with("<svg ") && svg.contains("<path"), "{svg}");
+    // The same QR code the encoder makes for the code's text.
+    assert_eq!(svg, vigil::qr::Modules::encode(&code).unwrap().to_svg());
+
+    let status_of = |code: String| {
+        let url = app.url(&format!("api/login/{code}"));
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        status_of(code.clone()).await,
+        json!({ "status": "pending" })
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        status_of(code.clone()).await,
+        json!({ "status": "expired" })
+    );
+    assert!(app.report().await.pending_codes.is_empty());
+    let (status, body) = post(&app, "api/pair", &json!({ "code": code }).to_string()).await;
+    assert_eq!(status, 410, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    // The newest code pairs as before.
+    let (_, fresh) = post(&app, "api/login", "").await;
+    let fresh = fresh["code"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, code);
+    app.pair(&fresh).await;
+}
+
 #[tokio::test]
 async fn a_live_connection_is_reported_and_ends_when_dropped() {
     let (_fx, app) = fixture::start(None).await;
