@@ -56,7 +56,27 @@ async fn an_operator_watches_and_commands_a_running_host() {
     webhook_deliveries_show_in_the_metrics(&host.base, &receiver).await;
     webhooks_carry_the_streams_bodies_and_the_qr_text(&receiver, &connected, &code).await;
 
-    host.stop().await;
+    // An open event stream does not hold the API's shutdown open.
+    let TestHost {
+        root: _root,
+        fixture,
+        supervisor,
+        api,
+        ..
+    } = host;
+    supervisor.shutdown(Duration::from_secs(30)).await;
+    let closing = std::time::Instant::now();
+    api.shutdown().await;
+    assert!(
+        closing.elapsed() < Duration::from_secs(2),
+        "the API took {:?} to stop with a stream open",
+        closing.elapsed()
+    );
+    wait_until(Duration::from_secs(5), "the stream to end", || async {
+        stream.ended().then_some(())
+    })
+    .await;
+    fixture.shutdown().await;
 }
 
 async fn get(base: &str, path: &str) -> Answer {

@@ -125,10 +125,7 @@ impl Modules {
         while y < end {
             let mut current = None;
             for x in -edge..end {
-                let cell = (
-                    colour(self.is_dark(x, y)),
-                    colour(self.is_dark(x, y + 1) && y + 1 < end),
-                );
+                let cell = (colour(self.is_dark(x, y)), colour(self.is_dark(x, y + 1)));
                 if current != Some(cell) {
                     let _ = write!(out, "\x1b[38;5;{};48;5;{}m", cell.0, cell.1);
                     current = Some(cell);

@@ -70,7 +70,8 @@ async fn wait_for_login(
     timeout: Duration,
     screen: &mut Screen,
 ) -> Result<ExitCode, ClientError> {
-    let deadline = Instant::now() + timeout;
+    // A timeout too large for the clock means no timeout.
+    let deadline = Instant::now().checked_add(timeout);
     let mut last_state = String::new();
     loop {
         let detail = client.session(session).await?;
@@ -108,15 +109,15 @@ async fn wait_for_login(
             }
             last_state = state;
         }
-        let now = Instant::now();
-        if now >= deadline {
+        let left = deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
             eprintln!(
                 "{session}: not connected after {} s (it is {last_state}); giving up",
                 timeout.as_secs_f64()
             );
             return Ok(ExitCode::from(TIMED_OUT));
         }
-        tokio::time::sleep(POLL.min(deadline - now)).await;
+        tokio::time::sleep(POLL.min(left)).await;
     }
 }
 
