@@ -550,7 +550,7 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
         let body = op
             .path
             .ends_with("/restore")
-            .then(|| json!({ "backup": backup }));
+            .then(|| json!({ "backup": backup, "force": true }));
         let answer = call(base, &op.method, &path, Some(TOKEN), body).await;
         if op.path.ends_with("/qr") {
             // Connected: the page shows no QR code.
@@ -590,6 +590,11 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
         ),
         (json!({ "backup": "not a backup id" }), 400, "bad_request"),
         (json!({ "from": "yesterday" }), 400, "bad_request"),
+        // The same guard as the CLI: a connected session's working login
+        // is replaced only with force.
+        (json!({}), 409, "refused"),
+        (json!({ "backup": backup }), 409, "refused"),
+        (json!({ "backup": backup, "force": false }), 409, "refused"),
     ] {
         let answer = call(base, "POST", &concrete, Some(TOKEN), Some(body.clone())).await;
         assert_eq!(answer.status, status, "{body}: {}", answer.text());
@@ -697,7 +702,7 @@ async fn vigil_status_and_systemd_follow_a_running_vigil_run() {
     assert_eq!(code, 0, "{stderr}");
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert!(
-        listed
+        listed["backups"]
             .as_array()
             .unwrap()
             .iter()
@@ -751,13 +756,13 @@ async fn vigil_login_draws_the_qr_code_until_a_phone_pairs() {
     .await;
 
     let (code, _, stderr) = vigil(&setup, &["login", "nobody", "--timeout", "5"]).await;
-    assert_eq!(code, 6, "{stderr}");
+    assert_eq!(code, 8, "{stderr}");
     assert!(stderr.contains("no session \"nobody\""), "{stderr}");
 
-    // Nobody scans: it draws the code, then gives up with code 7.
+    // Nobody scans: it draws the code, then gives up with code 9.
     let started = std::time::Instant::now();
     let (code, stdout, stderr) = vigil(&setup, &["login", "main", "--timeout", "2"]).await;
-    assert_eq!(code, 7, "{stderr}");
+    assert_eq!(code, 9, "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(stderr.contains("not connected after 2 s"), "{stderr}");
     let drawn = common::api::read_terminal_qr_codes(&stdout);

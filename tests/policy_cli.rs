@@ -45,7 +45,7 @@ fn a_shipped_scenario_passes_and_a_wrong_one_fails_with_a_readable_diff() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(
-        stdout(&ok).contains("10 passed, 0 failed"),
+        stdout(&ok).contains("21 passed, 0 failed"),
         "{}",
         stdout(&ok)
     );
@@ -63,7 +63,7 @@ fn a_shipped_scenario_passes_and_a_wrong_one_fails_with_a_readable_diff() {
     assert!(out.contains("FAIL step 2 at 1m (line 11)"), "{out}");
     assert!(out.contains("- expected: give-up"), "{out}");
     assert!(
-        out.contains("+ actual:   restart-browser (not connected: 1 probe(s)"),
+        out.contains("+ actual:   reload-page (not connected: timeout)"),
         "{out}"
     );
     assert!(out.contains("1 passed, 1 failed"), "{out}");
@@ -208,20 +208,20 @@ fn watch_reruns_the_scenario_on_each_change_and_keeps_the_old_version_on_a_broke
     let reports = lines_of(&mut child);
     assert_eq!(next_report(&reports)["passed"], true);
 
-    // A changed decision (restore after the first failure) fails step 2.
+    // A changed decision (restart at once after the reload) fails step 3.
     write_atomically(
         &policy,
-        "role = \"watchdog\"\nplugin = \"heartbeat.wasm\"\n[config]\nrestore_after = 1\n",
+        "role = \"watchdog\"\nplugin = \"heartbeat.wasm\"\n[config]\nrestart_after_ms = 0\n",
     );
     let changed = next_report(&reports);
     assert_eq!(changed["passed"], false);
     assert_eq!(
-        changed["steps"][1]["actual"][0]
+        changed["steps"][2]["actual"][0]
             .as_str()
             .unwrap()
             .split(' ')
             .next(),
-        Some("restore-from-backup")
+        Some("restart-browser")
     );
 
     // A broken plugin is refused; the scenario re-runs on the version that
@@ -229,12 +229,12 @@ fn watch_reruns_the_scenario_on_each_change_and_keeps_the_old_version_on_a_broke
     copy_atomically(&test_plugin("misbehave"), &wasm);
     let after_broken = next_report(&reports);
     assert_eq!(
-        after_broken["steps"][1]["actual"][0]
+        after_broken["steps"][2]["actual"][0]
             .as_str()
             .unwrap()
             .split(' ')
             .next(),
-        Some("restore-from-backup")
+        Some("restart-browser")
     );
 
     // Back to the shipped behaviour.

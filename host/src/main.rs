@@ -44,8 +44,8 @@ enum Command {
     /// its QR code here (redrawn as the page rotates it) and return once
     /// the session is connected.
     ///
-    /// Exit codes: 0 connected, 1 error, 5 no host running, 6 no such
-    /// session, 7 timed out, 8 the session failed or stopped.
+    /// Exit codes: 0 connected, 1 error, 5 no host running, 8 no such
+    /// session, 9 timed out, 10 the session failed or stopped.
     Login(cli::login::Args),
     /// Print what the running host reported lately (the events webhooks
     /// carry); with --follow, keep printing new ones.
@@ -87,8 +87,26 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", causes(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, each said once: our errors often name their
+/// cause in their own message already ("cannot read X: No such file..."),
+/// and anyhow's `{:#}` would repeat it.
+fn causes(e: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&text);
+    }
+    said
 }

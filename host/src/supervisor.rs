@@ -50,6 +50,8 @@ pub struct Supervisor {
     webhooks: Option<Webhooks>,
     /// Forwards session and policy events to the feed and the webhooks.
     notifier: Option<tokio::task::JoinHandle<()>>,
+    /// Tells the notifier to forward what is left and end.
+    notifier_stop: watch::Sender<bool>,
     webhook_sender: WebhookSender,
     feed: Arc<EventFeed>,
     started: SystemTime,
@@ -81,6 +83,7 @@ impl Supervisor {
         // Subscribed before any session starts, so none of their events is
         // missed; the notifier starts once the sessions' clients exist.
         let (session_events, policy_events) = (events.subscribe(), policies.subscribe());
+        let (notifier_stop, stop_rx) = watch::channel(false);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let deps = SessionDeps {
             policies: Arc::clone(&policies),
@@ -112,6 +115,7 @@ impl Supervisor {
                     .map(|c| (c.id().clone(), c.clone()))
                     .collect(),
             },
+            stop_rx,
         ));
         let schedule = Schedule::start(
             "backup",
@@ -135,6 +139,7 @@ impl Supervisor {
             schedule: Some(schedule),
             webhooks: Some(webhooks),
             notifier: Some(notifier),
+            notifier_stop,
             webhook_sender,
             feed,
             started: SystemTime::now(),
@@ -212,9 +217,14 @@ impl Supervisor {
                 }
             }
         }
-        // Last, so the shutdown backups' events still go out.
-        if let Some(notifier) = self.notifier.take() {
-            notifier.abort();
+        // Last, so the shutdown backups' events still go out: the notifier
+        // forwards every event already raised, then the webhooks flush.
+        let _ = self.notifier_stop.send(true);
+        if let Some(notifier) = self.notifier.take()
+            && let Err(e) = notifier.await
+            && e.is_panic()
+        {
+            tracing::error!("the webhook notifier panicked: {e}");
         }
         if let Some(webhooks) = self.webhooks.take() {
             let report = webhooks.shutdown().await;
@@ -272,28 +282,40 @@ impl Outlets {
         let published = self.feed.publish(event);
         self.webhooks.send_delivery(published.delivery.clone());
     }
+
+    fn publish_session_event(&self, event: &SessionEvent) {
+        if let Some(event) = webhook_event(event) {
+            self.publish(&event);
+        }
+    }
 }
+
+/// How long the stopping notifier waits for the looks at login screens
+/// still under way (their sessions have stopped: they end within a pause).
+const LOOKS_AT_STOP: Duration = Duration::from_secs(3);
 
 /// Publishes what operators can be told about. Lagging behind the
 /// broadcast loses the oldest events, as a full webhook queue does, and is
 /// logged. A session that turns needs-login gets its `session.needs_login`
 /// event once its login screen was looked at (see [`needs_login`]); the
-/// look runs aside, so other events are never held up by it.
+/// look runs aside, so other events are never held up by it. When `stop`
+/// turns true, publishes every event already raised, then ends.
 async fn notify(
     mut sessions: broadcast::Receiver<SessionEvent>,
     mut policies: broadcast::Receiver<crate::policy::ReloadEvent>,
     outlets: Outlets,
+    mut stop: watch::Receiver<bool>,
 ) {
-    use broadcast::error::RecvError;
+    use broadcast::error::{RecvError, TryRecvError};
     let (mut sessions_open, mut policies_open) = (true, true);
     let mut looks: JoinSet<webhook::Event> = JoinSet::new();
     while sessions_open || policies_open || !looks.is_empty() {
         tokio::select! {
+            // Events win over the stop: none raised before it is left behind.
+            biased;
             event = sessions.recv(), if sessions_open => match event {
                 Ok(event) => {
-                    if let Some(webhook_event) = webhook_event(&event) {
-                        outlets.publish(&webhook_event);
-                    }
+                    outlets.publish_session_event(&event);
                     if let SessionEvent::StateChanged { session, to: SessionState::NeedsLogin, .. } = &event
                         && let Some(client) = outlets.sessions.get(session)
                     {
@@ -312,8 +334,36 @@ async fn notify(
                 Ok(event) => outlets.publish(&event),
                 Err(e) => tracing::error!(error = %e, "looking at a login screen failed"),
             },
+            _ = stop.wait_for(|stop| *stop) => break,
         }
     }
+    loop {
+        match sessions.try_recv() {
+            Ok(event) => outlets.publish_session_event(&event),
+            Err(TryRecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "webhooks fell behind session events");
+            }
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    loop {
+        match policies.try_recv() {
+            Ok(event) => outlets.publish(&webhook::Event::from(&event)),
+            Err(TryRecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "webhooks fell behind policy reloads");
+            }
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    // Looks still under way end quickly: their sessions have stopped.
+    let _ = tokio::time::timeout(LOOKS_AT_STOP, async {
+        while let Some(looked) = looks.join_next().await {
+            if let Ok(event) = looked {
+                outlets.publish(&event);
+            }
+        }
+    })
+    .await;
 }
 
 /// Tries to read a QR code on a login screen this many times...

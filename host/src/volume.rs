@@ -164,6 +164,13 @@ impl Profile {
         &self.dir
     }
 
+    /// The critical paths missing or empty on disk now. Stops at the first
+    /// file with data in each, so it costs little on a big profile (unlike
+    /// [`inventory`](Self::inventory), which walks everything).
+    pub fn critical_missing(&self) -> Result<Vec<ProfilePath>, VolumeError> {
+        critical_missing_in(&self.dir, &self.critical)
+    }
+
     pub fn critical(&self) -> &[ProfilePath] {
         &self.critical
     }
@@ -270,13 +277,7 @@ impl Staging {
         &self,
         critical: &[ProfilePath],
     ) -> Result<Vec<ProfilePath>, VolumeError> {
-        let mut missing = Vec::new();
-        for c in critical {
-            if !has_data(&self.path.join(c.as_path()))? {
-                missing.push(c.clone());
-            }
-        }
-        Ok(missing)
+        critical_missing_in(&self.path, critical)
     }
 
     /// The staged tree seen as a profile with the same critical files.
@@ -610,6 +611,19 @@ fn presence(path: &Path) -> Result<Presence, VolumeError> {
 }
 
 /// A non-empty regular file at `path` or anywhere under it.
+fn critical_missing_in(
+    root: &Path,
+    critical: &[ProfilePath],
+) -> Result<Vec<ProfilePath>, VolumeError> {
+    let mut missing = Vec::new();
+    for c in critical {
+        if !has_data(&root.join(c.as_path()))? {
+            missing.push(c.clone());
+        }
+    }
+    Ok(missing)
+}
+
 fn has_data(path: &Path) -> Result<bool, VolumeError> {
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {

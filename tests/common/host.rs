@@ -57,6 +57,7 @@ impl TestHost {
             .expect("temp dir");
         let fixture = Fixture::start(FixtureOptions {
             idle_after,
+            state_file: Some(root.path().join("fixture-devices.json")),
             ..FixtureOptions::default()
         })
         .await
@@ -96,10 +97,11 @@ impl TestHost {
         addr
     }
 
-    /// Serves the web app again on `addr` (it has forgotten its devices).
+    /// Serves the web app again on `addr`, with the devices it had paired.
     pub async fn bring_app_back(&mut self, addr: std::net::SocketAddr) {
         let fixture = Fixture::start(FixtureOptions {
             listen: addr,
+            state_file: Some(self.root.path().join("fixture-devices.json")),
             ..FixtureOptions::default()
         })
         .await
@@ -122,6 +124,32 @@ impl TestHost {
         self.root.path().join("backups").join(SESSION)
     }
 
+    /// Replaces the test's policies with the shipped ones (`policies/`),
+    /// their plugin paths pointed at the built plugins: what a new user
+    /// runs.
+    pub fn use_shipped_policies(&self) {
+        let dir = self.policy_dir();
+        std::fs::create_dir_all(&dir).expect("policy dir");
+        for (file, plugin) in [
+            ("activity.toml", "activity"),
+            ("heartbeat.toml", "heartbeat"),
+            ("restore.toml", "restore-default"),
+        ] {
+            let shipped = std::fs::read_to_string(plugins::repo_root().join("policies").join(file))
+                .expect("read a shipped policy");
+            let wasm = format!("../target/plugins/{plugin}.wasm");
+            assert!(shipped.contains(&wasm), "{file} names {wasm}");
+            let text = shipped.replace(
+                &format!("{wasm:?}"),
+                &format!("{:?}", plugins::plugin(plugin).display().to_string()),
+            );
+            for old in ["keepalive.toml", "watchdog.toml"] {
+                let _ = std::fs::remove_file(dir.join(old));
+            }
+            write_atomically(&dir.join(file), &text);
+        }
+    }
+
     /// (Re)writes every policy file of the test.
     pub fn write_policies(&self, p: &Policies) {
         let dir = self.policy_dir();
@@ -135,11 +163,13 @@ impl TestHost {
         write_atomically(
             &dir.join("watchdog.toml"),
             &format!(
-                "role = \"watchdog\"\nplugin = {:?}\ninterval = {:?}\n[config]\nrestore_after = 3\ngive_up_after = 12\nbackoff_ms = {}\nbackoff_max_ms = {}\n",
+                "role = \"watchdog\"\nplugin = {:?}\ninterval = {:?}\n[config]\nrestart_after_ms = {}\nbackoff_ms = {}\nbackoff_max_ms = {}\nreload_every_ms = {}\nrestore_after_restarts = 5\n",
                 plugins::plugin("heartbeat").display().to_string(),
                 p.watchdog_interval,
                 p.watchdog_backoff_ms,
+                p.watchdog_backoff_ms,
                 p.watchdog_backoff_ms * 4,
+                p.watchdog_backoff_ms * 2,
             ),
         );
         write_atomically(

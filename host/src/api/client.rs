@@ -183,9 +183,10 @@ impl ApiClient {
         &self,
         id: &SessionId,
         backup: Option<&str>,
+        force: bool,
     ) -> Result<Value, ClientError> {
         let path = format!("/v1/sessions/{id}/restore");
-        let body = backup.map(|b| serde_json::json!({ "backup": b }));
+        let body = Some(serde_json::json!({ "backup": backup, "force": force }));
         self.send(reqwest::Method::POST, &path, body)
             .await?
             .json()

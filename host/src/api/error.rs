@@ -39,6 +39,9 @@ pub enum ErrorCode {
     Refused,
     /// No good backup to restore from (409).
     NoGoodBackup,
+    /// The backup is encrypted and this host has no identity that opens
+    /// it (409): set `[backup] identity`.
+    NoIdentity,
     /// The host is shutting down (503).
     ShuttingDown,
     /// The backup store failed or is unreachable (502).
@@ -112,6 +115,7 @@ impl From<SessionError> for ApiError {
         let message = e.to_string();
         let (status, code) = match e {
             SessionError::NotNow { .. } => (StatusCode::CONFLICT, ErrorCode::StateConflict),
+            SessionError::Refused { .. } => (StatusCode::CONFLICT, ErrorCode::Refused),
             SessionError::Stopped { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown)
             }
@@ -135,6 +139,9 @@ fn backup_status(e: &BackupError) -> (StatusCode, ErrorCode) {
     match e {
         BackupError::NotFound { .. } => (StatusCode::NOT_FOUND, ErrorCode::BackupNotFound),
         BackupError::NoGoodBackup { .. } => (StatusCode::CONFLICT, ErrorCode::NoGoodBackup),
+        BackupError::NoIdentity { .. } | BackupError::Identity { .. } => {
+            (StatusCode::CONFLICT, ErrorCode::NoIdentity)
+        }
         BackupError::MissingCritical { .. }
         | BackupError::NoProfile { .. }
         | BackupError::WouldOverwrite { .. } => (StatusCode::CONFLICT, ErrorCode::Refused),

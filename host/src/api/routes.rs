@@ -256,6 +256,9 @@ struct RestoreRequest {
     /// The backup to restore; the newest good one when absent.
     #[serde(default)]
     backup: Option<BackupId>,
+    /// Replace the profile of a connected session (refused without).
+    #[serde(default)]
+    force: bool,
 }
 
 async fn restore(
@@ -266,11 +269,14 @@ async fn restore(
     let session = session(&state, &id)?;
     // An empty body (curl -X POST) means the newest good backup.
     let request = if body.iter().all(u8::is_ascii_whitespace) {
-        RestoreRequest { backup: None }
+        RestoreRequest {
+            backup: None,
+            force: false,
+        }
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!(
-                "the body must be {{\"backup\": \"<id>\"}} or empty: {e}"
+                "the body must be {{\"backup\": \"<id>\", \"force\": true}} (both optional) or empty: {e}"
             ))
         })?
     };
@@ -278,7 +284,7 @@ async fn restore(
         "the restore",
         session,
         LONG_OPERATION,
-        session.restore(request.backup),
+        session.restore(request.backup, request.force),
     )
     .await?;
     Ok(axum::Json(views::Restored::from(report)))

@@ -19,8 +19,9 @@ use serde_json::Value;
 use vigil::api::client::{ApiClient, ClientError, StreamItem};
 use vigil::config::Config;
 
+use super::exit::NOT_RUNNING;
 use super::printable;
-use super::status::{NOT_RUNNING, report};
+use super::status::report;
 
 #[derive(clap::Args)]
 pub struct Args {

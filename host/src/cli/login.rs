@@ -3,13 +3,13 @@
 //! page rotates it), and returns once the session is connected. Everything
 //! goes through the running host's admin API.
 //!
-//! Exit codes:
+//! Exit codes (see `exit`):
 //!   0  the session is connected (or already was)
 //!   1  error (the host answered with an error, bad config, ...)
 //!   5  no host answers at `[api] listen`
-//!   6  no such session on the host
-//!   7  `--timeout` ran out before the session connected
-//!   8  the session failed or stopped: it will not connect without an
+//!   8  no such session on the host
+//!   9  `--timeout` ran out before the session connected
+//!   10 the session failed or stopped: it will not connect without an
 //!      operator (`vigil restart SESSION`, then try again)
 
 use std::io::{IsTerminal, Write};
@@ -23,12 +23,9 @@ use vigil::config::Config;
 use vigil::id::SessionId;
 use vigil::qr::Modules;
 
+use super::exit::{GAVE_UP, NO_SUCH_SESSION, TIMED_OUT};
 use super::printable;
-use super::status::{NOT_RUNNING, report};
-
-pub const UNKNOWN_SESSION: u8 = 6;
-pub const TIMED_OUT: u8 = 7;
-pub const GAVE_UP: u8 = 8;
+use super::status::report;
 
 /// How often the session's state and QR code are looked at.
 const POLL: Duration = Duration::from_secs(1);
@@ -53,11 +50,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             Ok(code) => code,
             Err(e) if e.code() == Some("session_not_found") => {
                 eprintln!("error: {e}");
-                ExitCode::from(UNKNOWN_SESSION)
-            }
-            Err(e @ ClientError::Unreachable { .. }) => {
-                eprintln!("error: {e}");
-                ExitCode::from(NOT_RUNNING)
+                ExitCode::from(NO_SUCH_SESSION)
             }
             Err(e) => report(&e),
         },

@@ -3,6 +3,7 @@
 //! command.
 
 pub mod events;
+pub mod exit;
 pub mod fixture;
 pub mod login;
 pub mod policy;

@@ -1,11 +1,8 @@
 //! `vigil status | screenshot | restart`: ask the running host, through its
 //! admin API (address from `[api] listen`, token as `vigil run` found it).
 //!
-//! Exit codes shared by these commands:
-//!   0  done
-//!   1  error (the host answered with an error, bad config, ...)
-//!   3  refused in the session's current state (e.g. no browser running)
-//!   5  no host answers at `[api] listen`
+//! Exit codes: see [`super::exit`] (3 refused in the session's current
+//! state, 5 no host answers at `[api] listen`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,10 +13,6 @@ use serde_json::Value;
 use vigil::api::client::{ApiClient, ClientError};
 use vigil::config::Config;
 use vigil::id::SessionId;
-
-pub const REFUSED: u8 = 3;
-pub const NO_GOOD_BACKUP: u8 = 4;
-pub const NOT_RUNNING: u8 = 5;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -71,18 +64,7 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
 /// Prints an API failure and turns it into the documented exit code.
 pub fn report(e: &ClientError) -> ExitCode {
     eprintln!("error: {e}");
-    ExitCode::from(exit_code(e))
-}
-
-pub fn exit_code(e: &ClientError) -> u8 {
-    match e {
-        ClientError::Unreachable { .. } => NOT_RUNNING,
-        e => match e.code() {
-            Some("state_conflict" | "refused") => REFUSED,
-            Some("no_good_backup" | "backup_damaged") => NO_GOOD_BACKUP,
-            _ => 1,
-        },
-    }
+    super::exit::code(super::exit::of_client_error(e))
 }
 
 async fn status(client: &ApiClient, json: bool) -> Result<ExitCode, ClientError> {

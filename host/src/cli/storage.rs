@@ -5,14 +5,9 @@
 //! `backup` and `restore`: when the profile is claimed and the host of this
 //! config answers at `[api] listen`, they ask it through the admin API.
 //!
-//! Exit codes shared by these commands:
-//!   0  done
-//!   1  error (bad config, store unreachable, disk full, ...)
-//!   2  bad command line
-//!   3  refused to protect a profile (complete profile without --force,
-//!      held by a running browser, claimed by another Vigil process,
-//!      critical files missing)
-//!   4  damaged backups found (verify), or no good backup to restore
+//! Exit codes: see [`super::exit`] (3 refused to protect a profile, 4
+//! damaged backups or no good one, 6 no such backup, 7 no identity for an
+//! encrypted backup).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -28,8 +23,7 @@ use vigil::config::Config;
 use vigil::id::SessionId;
 use vigil::volume::{LockState, Presence, Profile, StaleReason, VolumeError};
 
-const REFUSED: u8 = 3;
-const DAMAGED: u8 = 4;
+use super::exit::NO_GOOD_BACKUP as DAMAGED;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -197,15 +191,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn exit_code(e: &BackupError) -> u8 {
-    match e {
-        BackupError::WouldOverwrite { .. }
-        | BackupError::MissingCritical { .. }
-        | BackupError::NoProfile { .. }
-        | BackupError::Volume(VolumeError::Held { .. } | VolumeError::Claimed { .. }) => REFUSED,
-        BackupError::NoGoodBackup { .. } => DAMAGED,
-        e if e.is_damaged_backup() => DAMAGED,
-        _ => 1,
-    }
+    super::exit::of_backup_error(e)
 }
 
 /// The session's profile, as configured. Sessions must be in the config
@@ -273,19 +259,11 @@ async fn restore_through(
     id: Option<&BackupId>,
     force: bool,
 ) -> Result<ExitCode, ClientError> {
-    let state = host.session(session).await?["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    // The same care as offline, where a complete profile needs --force: a
-    // connected session holds a working login.
-    if state == "connected" && !force {
-        eprintln!(
-            "error: session {session} is connected; pass --force to replace its profile with a backup"
-        );
-        return Ok(ExitCode::from(REFUSED));
-    }
-    let report = host.restore(session, id.map(BackupId::as_str)).await?;
+    // The host refuses a connected session without --force (the same
+    // care as offline, where a complete profile needs --force).
+    let report = host
+        .restore(session, id.map(BackupId::as_str), force)
+        .await?;
     for skipped in report["skipped"].as_array().into_iter().flatten() {
         eprintln!(
             "skipped damaged backup {}: {}",
@@ -339,10 +317,17 @@ async fn list(config: &Config, session: &SessionId, json: bool) -> Result<ExitCo
     let backups = open(config)?;
     let entries = backups.list(session).await?;
     if json {
-        let rows: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
+        // The API's own view, so scripts read one set of field names.
+        let list = vigil::api::views::BackupList {
+            session: session.clone(),
+            backups: entries
+                .into_iter()
+                .map(vigil::api::views::BackupView::from)
+                .collect(),
+        };
         println!(
             "{}",
-            serde_json::to_string_pretty(&rows).context("writing JSON")?
+            serde_json::to_string_pretty(&list).context("writing JSON")?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -371,24 +356,6 @@ async fn list(config: &Config, session: &SessionId, json: bool) -> Result<ExitCo
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The facts a caller (or the restore policy) needs per backup.
-fn entry_json(e: &BackupEntry) -> serde_json::Value {
-    let m = &e.manifest;
-    serde_json::json!({
-        "id": m.id,
-        "created": m.created,
-        "size": m.size,
-        "sha256": m.sha256,
-        "files": m.files,
-        "profile_bytes": m.profile_bytes,
-        "host": m.host,
-        "encrypted": m.encrypted,
-        "critical": m.critical,
-        "verified": e.is_good(),
-        "failed": e.failure,
-    })
 }
 
 async fn restore(

@@ -66,6 +66,9 @@ pub(super) fn accept_verdict(verdict: Verdict) -> Verdict {
         Verdict::Degraded { reason } => Verdict::Degraded {
             reason: cut(reason),
         },
+        Verdict::ReloadPage { reason } => Verdict::ReloadPage {
+            reason: cut(reason),
+        },
         Verdict::RestartBrowser { reason } => Verdict::RestartBrowser {
             reason: cut(reason),
         },

@@ -44,9 +44,11 @@ pub fn keepalive(facts: &Facts, config: &PolicyConfig, memory: &mut KvMemory) ->
     actions
 }
 
-/// The `heartbeat` watchdog: restart with backoff, restore after
-/// `restore_after` failed probes (once per streak), give up after
-/// `give_up_after`.
+/// The `heartbeat` watchdog (see `plugins/heartbeat`): in an outage,
+/// reload the page, then restart the browser with a doubling back-off
+/// capped at `backoff_max_ms`, reloading between restarts; restore only a
+/// damaged profile or after `restore_after_restarts` restarts (once per
+/// outage); give up only when `give_up_after_restarts` is set.
 pub fn watchdog(
     facts: &Facts,
     config: &PolicyConfig,
@@ -55,11 +57,19 @@ pub fn watchdog(
 ) -> Verdict {
     let setting =
         |key: &str, default: i64| u64::try_from(integer(config, key, default)).unwrap_or(0);
-    let restore_after = setting("restore_after", 3);
-    let give_up_after = setting("give_up_after", 6);
+    let restart_after_ms = setting("restart_after_ms", 20_000);
     let backoff_ms = setting("backoff_ms", 30_000);
-    let backoff_max_ms = setting("backoff_max_ms", 600_000);
-    let failures = u64::from(facts.consecutive_probe_failures);
+    let backoff_max_ms = setting("backoff_max_ms", 900_000);
+    let reload_every_ms = setting("reload_every_ms", 60_000);
+    let restore_after_restarts = setting("restore_after_restarts", 5);
+    let restore_after_launch_failures = setting("restore_after_launch_failures", 3);
+    let give_up_after_restarts = setting("give_up_after_restarts", 0);
+    let backoff = |n: u64| {
+        backoff_ms
+            .saturating_mul(1 << n.saturating_sub(1).min(20))
+            .min(backoff_max_ms)
+    };
+    let secs = |ms: u64| ms.div_ceil(1000);
     let detail = &facts.last_probe_detail;
 
     match facts.state {
@@ -68,53 +78,133 @@ pub fn watchdog(
                 reason: "needs a new login; a restart cannot fix that".into(),
             };
         }
-        SessionState::Connected if failures == 0 => {
-            memory.remove("last-restart-ms");
-            memory.remove("restore-asked");
+        SessionState::Connected if facts.consecutive_probe_failures == 0 => {
+            for key in OUTAGE_KEYS {
+                memory.remove(key);
+            }
             return Verdict::Healthy;
         }
         SessionState::Connected | SessionState::Degraded => {}
         _ => return Verdict::Healthy,
     }
-    if failures == 0 {
-        return Verdict::Degraded {
-            reason: format!("degraded: {detail}"),
-        };
+    let mut outage = OUTAGE_KEYS.map(|key| read_u64(memory, key).unwrap_or(0));
+    let before = outage;
+    let [
+        since_ms,
+        last_reload_ms,
+        restarts,
+        last_restart_ms,
+        restored,
+    ] = &mut outage;
+    if *since_ms == 0 {
+        *since_ms = now_ms.max(1);
     }
-    if failures >= give_up_after {
-        return Verdict::GiveUp {
-            reason: format!("{failures} probes failed in a row (limit {give_up_after}): {detail}"),
-        };
-    }
-    if failures >= restore_after && memory.get("restore-asked").is_none() {
-        let _ = memory.set("restore-asked", vec![1]);
-        return Verdict::RestoreFromBackup {
-            reason: format!(
-                "{failures} probes failed in a row (restore after {restore_after}): {detail}"
-            ),
-        };
-    }
-    let doublings = facts.restarts_last_hour.saturating_sub(1).min(20);
-    let backoff = backoff_ms
-        .saturating_mul(1 << doublings)
-        .min(backoff_max_ms);
-    if let Some(last) = read_u64(memory, "last-restart-ms") {
-        let since = now_ms.saturating_sub(last);
-        if since < backoff {
-            return Verdict::Degraded {
+    let down = secs(now_ms.saturating_sub(*since_ms));
+    let verdict = 'verdict: {
+        if *restored == 0 {
+            let damage = if !facts.missing_critical_files.is_empty() {
+                Some(format!(
+                    "the profile lost {}",
+                    facts.missing_critical_files.join(", ")
+                ))
+            } else if restore_after_launch_failures > 0
+                && u64::from(facts.launch_failures) >= restore_after_launch_failures
+            {
+                Some(format!(
+                    "the browser refused the profile {} times in a row",
+                    facts.launch_failures
+                ))
+            } else if restore_after_restarts > 0
+                && *restarts >= restore_after_restarts
+                && now_ms.saturating_sub(*last_restart_ms) >= backoff(*restarts)
+            {
+                Some(format!(
+                    "{restarts} restarts did not reconnect it in {down} s"
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = damage {
+                *restored = 1;
+                *last_restart_ms = now_ms;
+                break 'verdict Verdict::RestoreFromBackup {
+                    reason: format!("{why}: {detail}"),
+                };
+            }
+        }
+        if facts.launch_failures > 0 {
+            break 'verdict Verdict::RestartBrowser {
                 reason: format!(
-                    "not connected; next restart allowed in {} s (backoff {} s)",
-                    (backoff - since).div_ceil(1000),
-                    backoff / 1000
+                    "the browser did not start {} time(s) in a row: {detail}",
+                    facts.launch_failures
                 ),
             };
         }
+        if *last_reload_ms == 0 {
+            *last_reload_ms = now_ms;
+            break 'verdict Verdict::ReloadPage {
+                reason: format!("not connected: {detail}"),
+            };
+        }
+        let next_restart = if *restarts == 0 {
+            *last_reload_ms + restart_after_ms
+        } else {
+            *last_restart_ms + backoff(*restarts)
+        };
+        if now_ms < next_restart {
+            if reload_every_ms > 0 && now_ms.saturating_sub(*last_reload_ms) >= reload_every_ms {
+                *last_reload_ms = now_ms;
+                break 'verdict Verdict::ReloadPage {
+                    reason: format!(
+                        "not connected for {down} s (next restart in {} s): {detail}",
+                        secs(next_restart - now_ms)
+                    ),
+                };
+            }
+            break 'verdict Verdict::Degraded {
+                reason: format!(
+                    "not connected for {down} s; next restart in {} s: {detail}",
+                    secs(next_restart - now_ms)
+                ),
+            };
+        }
+        if give_up_after_restarts > 0 && *restarts >= give_up_after_restarts {
+            break 'verdict Verdict::GiveUp {
+                reason: format!(
+                    "{restarts} restarts did not reconnect it in {down} s (give_up_after_restarts = {give_up_after_restarts}): {detail}"
+                ),
+            };
+        }
+        *restarts += 1;
+        *last_restart_ms = now_ms;
+        *last_reload_ms = now_ms;
+        Verdict::RestartBrowser {
+            reason: format!(
+                "not connected for {down} s: restart {restarts} (the next in {} s if needed): {detail}",
+                secs(backoff(*restarts))
+            ),
+        }
+    };
+    if outage != before {
+        for (key, value) in OUTAGE_KEYS.iter().zip(outage) {
+            if value == 0 {
+                memory.remove(key);
+            } else {
+                let _ = memory.set(key, value.to_le_bytes().to_vec());
+            }
+        }
     }
-    let _ = memory.set("last-restart-ms", now_ms.to_le_bytes().to_vec());
-    Verdict::RestartBrowser {
-        reason: format!("not connected: {failures} probe(s) failed in a row: {detail}"),
-    }
+    verdict
 }
+
+/// The memory keys of the heartbeat's outage, as the plugin names them.
+const OUTAGE_KEYS: [&str; 5] = [
+    "outage-since-ms",
+    "last-reload-ms",
+    "restarts",
+    "last-restart-ms",
+    "restored",
+];
 
 /// The `restore-default` plan: disk if complete and not held, else the
 /// newest verified backup not already failed, else fresh.

@@ -147,7 +147,7 @@ impl PolicyFile {
     pub fn default_interval(role: Role) -> Option<Duration> {
         match role {
             Role::Keepalive => Some(Duration::from_secs(30)),
-            Role::Watchdog => Some(Duration::from_secs(60)),
+            Role::Watchdog => Some(Duration::from_secs(15)),
             Role::Restore => None,
         }
     }
@@ -425,7 +425,7 @@ backoff = { base_ms = 10 }
             f.plugin_path,
             Path::new("policies/../target/plugins/heartbeat.wasm")
         );
-        assert_eq!(f.interval, Some(Duration::from_secs(60)));
+        assert_eq!(f.interval, Some(Duration::from_secs(15)));
         assert_eq!(
             f.limits(Limits::default()).timeout,
             Duration::from_millis(20)

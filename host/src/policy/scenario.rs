@@ -510,6 +510,9 @@ struct FactsPatch {
     since_activity: Option<String>,
     since_backup: Option<String>,
     last_probe_detail: Option<String>,
+    since_connected: Option<String>,
+    launch_failures: Option<u32>,
+    missing_critical_files: Option<Vec<String>>,
 }
 
 impl FactsPatch {
@@ -534,6 +537,15 @@ impl FactsPatch {
         }
         if let Some(d) = self.last_probe_detail {
             facts.last_probe_detail = d;
+        }
+        if let Some(t) = self.since_connected {
+            facts.since_connected = optional_duration(&t)?;
+        }
+        if let Some(n) = self.launch_failures {
+            facts.launch_failures = n;
+        }
+        if let Some(files) = self.missing_critical_files {
+            facts.missing_critical_files = files;
         }
         Ok(())
     }

@@ -108,6 +108,15 @@ pub struct Facts {
     pub since_backup: Option<Duration>,
     /// What the last probe saw, in words.
     pub last_probe_detail: String,
+    /// Since the session was last connected; `None`: not since this host
+    /// started it.
+    #[serde(with = "millis::option")]
+    pub since_connected: Option<Duration>,
+    /// Launches in a row in which the browser did not start.
+    pub launch_failures: u32,
+    /// Critical profile files missing or empty (looked at while the session
+    /// is not connected).
+    pub missing_critical_files: Vec<String>,
 }
 
 impl Facts {
@@ -122,6 +131,9 @@ impl Facts {
             since_activity: None,
             since_backup: None,
             last_probe_detail: String::new(),
+            since_connected: None,
+            launch_failures: 0,
+            missing_critical_files: Vec::new(),
         }
     }
 }
@@ -192,6 +204,7 @@ impl fmt::Display for Action {
 pub enum Verdict {
     Healthy,
     Degraded { reason: String },
+    ReloadPage { reason: String },
     RestartBrowser { reason: String },
     RestoreFromBackup { reason: String },
     GiveUp { reason: String },
@@ -202,6 +215,7 @@ impl Verdict {
         match self {
             Verdict::Healthy => "healthy",
             Verdict::Degraded { .. } => "degraded",
+            Verdict::ReloadPage { .. } => "reload-page",
             Verdict::RestartBrowser { .. } => "restart-browser",
             Verdict::RestoreFromBackup { .. } => "restore-from-backup",
             Verdict::GiveUp { .. } => "give-up",
@@ -212,6 +226,7 @@ impl Verdict {
         match self {
             Verdict::Healthy => "",
             Verdict::Degraded { reason }
+            | Verdict::ReloadPage { reason }
             | Verdict::RestartBrowser { reason }
             | Verdict::RestoreFromBackup { reason }
             | Verdict::GiveUp { reason } => reason,
@@ -222,7 +237,8 @@ impl Verdict {
     pub fn is_disruptive(&self) -> bool {
         matches!(
             self,
-            Verdict::RestartBrowser { .. }
+            Verdict::ReloadPage { .. }
+                | Verdict::RestartBrowser { .. }
                 | Verdict::RestoreFromBackup { .. }
                 | Verdict::GiveUp { .. }
         )

@@ -277,6 +277,9 @@ pub(crate) fn facts(f: &plain::Facts) -> wit::Facts {
         ms_since_activity: f.since_activity.map(ms),
         ms_since_backup: f.since_backup.map(ms),
         last_probe_detail: f.last_probe_detail.clone(),
+        ms_since_connected: f.since_connected.map(ms),
+        launch_failures: f.launch_failures,
+        missing_critical_files: f.missing_critical_files.clone(),
     }
 }
 
@@ -331,6 +334,7 @@ pub(crate) fn verdict(v: wit::Verdict) -> plain::Verdict {
     match v {
         wit::Verdict::Healthy => plain::Verdict::Healthy,
         wit::Verdict::Degraded(reason) => plain::Verdict::Degraded { reason },
+        wit::Verdict::ReloadPage(reason) => plain::Verdict::ReloadPage { reason },
         wit::Verdict::RestartBrowser(reason) => plain::Verdict::RestartBrowser { reason },
         wit::Verdict::RestoreFromBackup(reason) => plain::Verdict::RestoreFromBackup { reason },
         wit::Verdict::GiveUp(reason) => plain::Verdict::GiveUp { reason },

@@ -98,6 +98,14 @@ pub enum SessionError {
     },
     #[error("session {session} is not running (the host is shutting down)")]
     Stopped { session: SessionId },
+    /// Refused to protect a working login (the API's `refused`, the CLI's
+    /// exit code 3).
+    #[error("session {session}: refused to {what}: {why}")]
+    Refused {
+        session: SessionId,
+        what: &'static str,
+        why: &'static str,
+    },
     #[error(transparent)]
     Backup(#[from] BackupError),
     #[error(transparent)]
@@ -123,6 +131,8 @@ enum Command {
     },
     Restore {
         backup: Option<BackupId>,
+        /// Replace the profile even while the session is connected.
+        force: bool,
         reply: oneshot::Sender<Result<RestoreReport, SessionError>>,
     },
     Restart {
@@ -167,9 +177,20 @@ impl SessionClient {
     }
 
     /// Replaces the profile with backup `backup` (or the newest good one)
-    /// and relaunches. A failed restore leaves the profile as it was.
-    pub async fn restore(&self, backup: Option<BackupId>) -> Result<RestoreReport, SessionError> {
-        self.ask(|reply| Command::Restore { backup, reply }).await
+    /// and relaunches. A failed restore leaves the profile as it was. A
+    /// connected session holds a working login: without `force` it is
+    /// refused ([`SessionError::Refused`]), wherever the request comes from.
+    pub async fn restore(
+        &self,
+        backup: Option<BackupId>,
+        force: bool,
+    ) -> Result<RestoreReport, SessionError> {
+        self.ask(|reply| Command::Restore {
+            backup,
+            force,
+            reply,
+        })
+        .await
     }
 
     /// Closes the browser and starts again (from the restore decision when

@@ -7,8 +7,11 @@
 //! - **watch**: probe on an interval, run the keepalive and watchdog
 //!   policies on theirs, carry out their answers, serve commands, and
 //!   notice at once when the browser process dies;
-//! - **idle**: failed or given up; wait for an operator's restart or
-//!   restore;
+//! - **retry**: the session cannot go on now (its profile is held, the
+//!   browser will not start); wait with a growing pause, capped at 15 min,
+//!   serving commands, then try again. Never an end state;
+//! - **idle**: a policy gave up on the session (the only way it becomes
+//!   `failed`); wait for an operator's restart or restore;
 //! - **stop**: on shutdown, close the browser gracefully and take the
 //!   shutdown backup.
 //!
@@ -42,9 +45,11 @@ use crate::volume::{self, Presence, Profile, ProfileClaim};
 /// Restore decisions asked at one start before Vigil gives up on the
 /// policy and launches on what is on disk.
 const MAX_RESTORE_DECISIONS: usize = 8;
-/// Launches failing in a row (not counting a browser that ran and died)
-/// before the session is marked failed.
-const MAX_LAUNCH_FAILURES: u32 = 5;
+/// The longest pause between two tries of a session that cannot start:
+/// slow, but never given up.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(15 * 60);
+/// How long the page may take to settle after a watchdog's reload.
+const RELOAD_SETTLE: Duration = Duration::from_secs(20);
 /// Browser deaths within an hour tolerated before relaunches back off.
 const FREE_RESTARTS_PER_HOUR: u32 = 3;
 const MAX_RELAUNCH_BACKOFF: Duration = Duration::from_secs(60);
@@ -55,6 +60,8 @@ enum Phase {
     Prepare,
     Launch(String),
     Watch,
+    /// Wait this long (serving commands), then prepare again.
+    Retry(Duration),
     Idle,
     Stop,
 }
@@ -73,7 +80,16 @@ pub(super) struct Runner {
     probe_failures: u32,
     last_probe: Option<ProbeSummary>,
     restarts: VecDeque<Instant>,
+    /// Launches in a row in which the browser did not start.
     launch_failures: u32,
+    /// Tries in a row that found the session unable to start (profile
+    /// held, unreadable, not claimable); paces [`Phase::Retry`].
+    blocked_tries: u32,
+    /// The last probe that saw the page connected.
+    last_connected: Option<Instant>,
+    /// Critical profile files missing or empty, looked at before each
+    /// watchdog call while not connected.
+    missing_critical: Vec<String>,
     last_activity: Option<Instant>,
     last_backup: Option<BackupSummary>,
     last_backup_error: Option<String>,
@@ -131,6 +147,9 @@ impl Runner {
             last_probe: None,
             restarts: VecDeque::new(),
             launch_failures: 0,
+            blocked_tries: 0,
+            last_connected: None,
+            missing_critical: Vec::new(),
             last_activity: None,
             last_backup: None,
             last_backup_error: None,
@@ -158,6 +177,7 @@ impl Runner {
                 Phase::Prepare => self.prepare().await,
                 Phase::Launch(reason) => self.launch(reason).await,
                 Phase::Watch => self.watch().await,
+                Phase::Retry(after) => self.retry(after).await,
                 Phase::Idle => self.idle().await,
                 Phase::Stop => break,
             };
@@ -173,17 +193,17 @@ impl Runner {
             "choosing where the profile comes from",
         );
         if let Err(reason) = self.ensure_claim().await {
-            return self.fail(reason);
+            return self.blocked(reason);
         }
         let started = Instant::now();
         for _ in 0..MAX_RESTORE_DECISIONS {
             let inventory = match self.inventory().await {
                 Ok(i) => i,
-                Err(e) => return self.fail(format!("cannot read the profile: {e}")),
+                Err(e) => return self.blocked(format!("cannot read the profile: {e}")),
             };
             if let volume::LockState::Held { host, pid } = &inventory.lock {
-                return self.fail(format!(
-                    "profile {} is held by a running browser (pid {pid} on this host, {host}); stop that browser, then restart the session",
+                return self.blocked(format!(
+                    "profile {} is held by a running browser (pid {pid} on this host, {host}); Vigil does not touch it until that browser is gone",
                     self.spec.profile_dir.display()
                 ));
             }
@@ -302,7 +322,7 @@ impl Runner {
         match self.tidy_profile().await {
             Ok(tidied) if tidied.is_empty() => Phase::Launch(reason),
             Ok(tidied) => Phase::Launch(format!("{reason} ({})", tidied.join(", "))),
-            Err(e) => self.fail(e),
+            Err(e) => self.blocked(format!("cannot tidy the profile: {e}")),
         }
     }
 
@@ -425,27 +445,11 @@ impl Runner {
         drop(permit);
         let (browser, page) = match opened {
             Ok(browser) => browser,
-            Err(e @ BrowserError::ProfileInUse { .. }) => return self.fail(e.to_string()),
-            Err(e) => {
-                self.launch_failures += 1;
-                if self.launch_failures >= MAX_LAUNCH_FAILURES {
-                    return self.fail(format!(
-                        "{} launches failed in a row; the last: {e}",
-                        self.launch_failures
-                    ));
-                }
-                let wait = backoff(self.launch_failures, MAX_RELAUNCH_BACKOFF);
-                self.set_state(
-                    SessionState::Degraded,
-                    format!("launch failed ({e}); retrying in {} s", wait.as_secs()),
-                );
-                if self.sleep_or_shutdown(wait).await {
-                    return Phase::Stop;
-                }
-                return self.relaunch("retrying the launch".into()).await;
-            }
+            // Boxed: a watchdog verdict there may lead back to a launch.
+            Err(e) => return Box::pin(self.launch_failed(e)).await,
         };
         self.launch_failures = 0;
+        self.blocked_tries = 0;
         self.exit = Some(browser.exit_signal());
         if let Err(e) = page {
             // The browser runs but the app did not load (down, unreachable):
@@ -478,6 +482,68 @@ impl Runner {
         }
     }
 
+    /// The browser did not start. The watchdog hears of it (a profile that
+    /// Chromium keeps refusing is one it may restore); otherwise the
+    /// session starts over after a growing pause, capped at
+    /// [`MAX_RETRY_WAIT`]. Only the watchdog's give-up ends it.
+    async fn launch_failed(&mut self, e: BrowserError) -> Phase {
+        if matches!(e, BrowserError::ProfileInUse { .. }) {
+            // Another browser holds the profile: the restore decision looks
+            // at its lock again, and nothing is restored under it.
+            return self.blocked(e.to_string());
+        }
+        self.launch_failures += 1;
+        self.set_state(SessionState::Degraded, format!("launch failed: {e}"));
+        if let Some(phase) = self.watchdog().await {
+            return phase;
+        }
+        let wait = backoff(self.launch_failures, MAX_RETRY_WAIT);
+        self.set_state(
+            SessionState::Degraded,
+            format!(
+                "launch failed {} time(s) in a row ({e}); trying again in {}",
+                self.launch_failures,
+                humantime::format_duration(wait)
+            ),
+        );
+        Phase::Retry(wait)
+    }
+
+    /// The session cannot start now, for `reason`: it stays `degraded`,
+    /// says so, and tries again after a growing pause (capped at
+    /// [`MAX_RETRY_WAIT`]) or at an operator's restart.
+    fn blocked(&mut self, reason: String) -> Phase {
+        self.blocked_tries += 1;
+        let wait = backoff(self.blocked_tries, MAX_RETRY_WAIT);
+        tracing::warn!(session = %self.spec.id, %reason, tries = self.blocked_tries, wait_s = wait.as_secs(), "session cannot start; trying again later");
+        self.set_state(
+            SessionState::Degraded,
+            format!(
+                "{reason}; trying again in {}",
+                humantime::format_duration(wait)
+            ),
+        );
+        Phase::Retry(wait)
+    }
+
+    /// Waits `after` while serving commands, then prepares again.
+    async fn retry(&mut self, after: Duration) -> Phase {
+        let deadline = tokio::time::Instant::now() + after;
+        loop {
+            let command = tokio::select! {
+                _ = stopping(&mut self.shutdown) => return Phase::Stop,
+                _ = tokio::time::sleep_until(deadline) => return Phase::Prepare,
+                command = self.commands.recv() => command,
+            };
+            let Some(command) = command else {
+                return Phase::Stop;
+            };
+            if let Some(phase) = self.serve_without_browser(command).await {
+                return phase;
+            }
+        }
+    }
+
     // -------------------------------------------------------------- watch
 
     async fn watch(&mut self) -> Phase {
@@ -489,7 +555,17 @@ impl Runner {
         let mut watchdog_at = self.next_call(Role::Watchdog);
         let mut reloads = self.deps.policies.subscribe();
         let mut reloads_open = true;
+        let mut seen = self.lifeline.state();
         loop {
+            let now = self.lifeline.state();
+            if now != seen && (seen == SessionState::Connected || now == SessionState::Connected) {
+                // A drop is judged now, not at the watchdog's next interval
+                // (a reload brings most sessions back in seconds); a
+                // reconnect too, so the watchdog ends its outage before the
+                // next one begins.
+                watchdog_at = tokio::time::Instant::now();
+            }
+            seen = now;
             if self.backup_due {
                 self.backup_due = false;
                 let (phase, _) = self.backup("first connected after a login").await;
@@ -578,6 +654,8 @@ impl Runner {
         match state {
             PageState::Connected => {
                 self.probe_failures = 0;
+                self.last_connected = Some(Instant::now());
+                self.missing_critical.clear();
                 let new_login = self.saw_needs_login;
                 if self.set_state(SessionState::Connected, "probe: connected")
                     && self.spec.backup_after_login
@@ -654,6 +732,7 @@ impl Runner {
     }
 
     async fn watchdog(&mut self) -> Option<Phase> {
+        self.look_for_damage().await;
         let decision = self.deps.policies.watchdog(&self.facts()).await;
         self.record_decision(
             Role::Watchdog,
@@ -667,22 +746,107 @@ impl Runner {
             // connected / degraded state.
             Verdict::Degraded { reason } => {
                 tracing::warn!(session = %self.spec.id, %reason, "watchdog: degraded");
+                if self.lifeline.state() == SessionState::Degraded {
+                    self.set_state(SessionState::Degraded, format!("watchdog: {reason}"));
+                }
+                None
+            }
+            Verdict::ReloadPage { reason } => {
+                tracing::warn!(session = %self.spec.id, %reason, "watchdog: reloading the page");
+                self.reload_page().await;
                 None
             }
             Verdict::RestartBrowser { reason } => {
+                tracing::warn!(session = %self.spec.id, %reason, "watchdog: restarting the browser");
                 self.note_restart();
                 self.close_browser().await;
                 Some(self.relaunch(format!("watchdog: {reason}")).await)
             }
             Verdict::RestoreFromBackup { reason } => {
-                let (phase, _) = self.restore_now(None, format!("watchdog: {reason}")).await;
-                Some(phase)
+                tracing::warn!(session = %self.spec.id, %reason, "watchdog: restoring from a backup");
+                Some(
+                    self.restore_for_watchdog(format!("watchdog: {reason}"))
+                        .await,
+                )
             }
             Verdict::GiveUp { reason } => {
                 self.close_browser().await;
                 Some(self.fail(format!("watchdog gave up: {reason}")))
             }
         }
+    }
+
+    /// The critical files the profile lacks now, for the watchdog; only
+    /// looked at while the session is not connected.
+    async fn look_for_damage(&mut self) {
+        if self.lifeline.state() == SessionState::Connected && self.probe_failures == 0 {
+            self.missing_critical.clear();
+            return;
+        }
+        let profile = self.profile.clone();
+        self.missing_critical = match blocking(move || profile.critical_missing()).await {
+            Ok(missing) => missing.iter().map(|p| p.as_str().to_string()).collect(),
+            Err(e) => {
+                tracing::warn!(session = %self.spec.id, error = %e, "cannot look at the profile's critical files");
+                Vec::new()
+            }
+        };
+    }
+
+    /// The watchdog's reload: reload the page, then probe until it settles
+    /// (at most [`RELOAD_SETTLE`]), so a reconnect shows at once.
+    async fn reload_page(&mut self) {
+        let Some(browser) = &self.browser else {
+            return;
+        };
+        let settle = RELOAD_SETTLE.min(self.spec.connect_timeout);
+        let outcome = match browser.act(&browser::Action::Reload).await {
+            Ok(_) => tokio::select! {
+                outcome = browser.wait_settled(&self.spec.probe, settle) => outcome,
+                _ = stopping(&mut self.shutdown) => return,
+            },
+            Err(e) => Err(e),
+        };
+        self.apply_probe(outcome);
+    }
+
+    /// The watchdog's restore: the newest good backup replaces the profile.
+    /// When the profile still has its critical files it is backed up
+    /// first, so nothing newer than that backup is lost; if that backup
+    /// fails, nothing is restored.
+    async fn restore_for_watchdog(&mut self, reason: String) -> Phase {
+        self.close_browser().await;
+        let target = match self.deps.backups.list(&self.spec.id).await {
+            Ok(entries) => entries
+                .iter()
+                .find(|e| e.is_good() && !self.failed_restores.contains(e.id().as_str()))
+                .map(|e| e.id().clone()),
+            Err(e) => {
+                tracing::warn!(session = %self.spec.id, error = %e, "cannot list backups for the watchdog's restore");
+                None
+            }
+        };
+        let Some(target) = target else {
+            return self
+                .relaunch(format!(
+                    "{reason}; no good backup to restore, relaunching on the profile on disk"
+                ))
+                .await;
+        };
+        if self.missing_critical.is_empty() && self.profile.dir().exists() {
+            let (_, saved) = self
+                .backup("the watchdog restores an older backup over this profile")
+                .await;
+            if let Err(e) = saved {
+                return self
+                    .relaunch(format!(
+                        "{reason}; not restoring, because the backup of the current profile failed ({e})"
+                    ))
+                    .await;
+            }
+        }
+        let (phase, _) = self.restore_now(Some(target), reason).await;
+        phase
     }
 
     async fn browser_died(&mut self, why: String) -> Phase {
@@ -724,23 +888,41 @@ impl Runner {
     }
 
     /// Before an operator's restore closes a working browser: the backup
-    /// asked for exists (or, when none is named, some good one does).
-    async fn check_restorable(&self, backup: Option<&BackupId>) -> Result<(), SessionError> {
+    /// asked for exists (or, when none is named, some good one does), and
+    /// the session is not connected, unless `force` says to replace its
+    /// working login anyway.
+    async fn check_restorable(
+        &self,
+        backup: Option<&BackupId>,
+        force: bool,
+    ) -> Result<(), SessionError> {
         let session = &self.spec.id;
         let entries = self.deps.backups.list(session).await?;
         match backup {
-            Some(id) if !entries.iter().any(|e| e.id() == id) => Err(BackupError::NotFound {
-                session: session.clone(),
-                id: id.clone(),
+            Some(id) if !entries.iter().any(|e| e.id() == id) => {
+                return Err(BackupError::NotFound {
+                    session: session.clone(),
+                    id: id.clone(),
+                }
+                .into());
             }
-            .into()),
-            None if !entries.iter().any(BackupEntry::is_good) => Err(BackupError::NoGoodBackup {
-                session: session.clone(),
-                tried: Vec::new(),
+            None if !entries.iter().any(BackupEntry::is_good) => {
+                return Err(BackupError::NoGoodBackup {
+                    session: session.clone(),
+                    tried: Vec::new(),
+                }
+                .into());
             }
-            .into()),
-            _ => Ok(()),
+            _ => {}
         }
+        if !force && self.lifeline.state() == SessionState::Connected {
+            return Err(SessionError::Refused {
+                session: session.clone(),
+                what: "restore over it",
+                why: "it is connected, with a working login; pass force to replace its profile with a backup",
+            });
+        }
+        Ok(())
     }
 
     /// Closes the browser, restores `backup` (or the newest good one) over
@@ -878,8 +1060,12 @@ impl Runner {
                 let _ = reply.send(result);
                 phase
             }
-            Command::Restore { backup, reply } => {
-                if let Err(e) = self.check_restorable(backup.as_ref()).await {
+            Command::Restore {
+                backup,
+                force,
+                reply,
+            } => {
+                if let Err(e) = self.check_restorable(backup.as_ref(), force).await {
                     let _ = reply.send(Err(e));
                     return None;
                 }
@@ -905,7 +1091,7 @@ impl Runner {
         }
     }
 
-    /// Failed or given up: nothing runs until an operator restarts or
+    /// A policy gave up: nothing runs until an operator restarts or
     /// restores the session, or the host stops.
     async fn idle(&mut self) -> Phase {
         loop {
@@ -916,32 +1102,46 @@ impl Runner {
             let Some(command) = command else {
                 return Phase::Stop;
             };
-            match command {
-                Command::Restart { reply } => {
-                    let _ = reply.send(Ok(()));
-                    return Phase::Prepare;
+            if let Some(phase) = self.serve_without_browser(command).await {
+                return phase;
+            }
+        }
+    }
+
+    /// Serves an operator's command while no browser runs (idle, or
+    /// waiting to retry). Returns the next phase when the command changed
+    /// it.
+    async fn serve_without_browser(&mut self, command: Command) -> Option<Phase> {
+        match command {
+            Command::Restart { reply } => {
+                let _ = reply.send(Ok(()));
+                self.blocked_tries = 0;
+                Some(Phase::Prepare)
+            }
+            Command::Restore {
+                backup,
+                force,
+                reply,
+            } => {
+                if let Err(e) = self.check_restorable(backup.as_ref(), force).await {
+                    let _ = reply.send(Err(e));
+                    return None;
                 }
-                Command::Restore { backup, reply } => {
-                    if let Err(e) = self.check_restorable(backup.as_ref()).await {
-                        let _ = reply.send(Err(e));
-                        continue;
-                    }
-                    let (phase, result) = self
-                        .restore_now(backup, "asked by the operator".into())
-                        .await;
-                    let ok = result.is_ok();
-                    let _ = reply.send(result);
-                    if ok {
-                        return phase;
-                    }
-                }
-                Command::BackupNow { reply } => {
-                    let (_, result) = self.backup("asked by the operator").await;
-                    let _ = reply.send(result);
-                }
-                Command::Screenshot { reply } => {
-                    let _ = reply.send(Err(self.no_browser("take a screenshot")));
-                }
+                let (phase, result) = self
+                    .restore_now(backup, "asked by the operator".into())
+                    .await;
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                ok.then_some(phase)
+            }
+            Command::BackupNow { reply } => {
+                let (_, result) = self.backup("asked by the operator").await;
+                let _ = reply.send(result);
+                None
+            }
+            Command::Screenshot { reply } => {
+                let _ = reply.send(Err(self.no_browser("take a screenshot")));
+                None
             }
         }
     }
@@ -1002,6 +1202,9 @@ impl Runner {
                 .as_ref()
                 .map(|p| p.detail.clone())
                 .unwrap_or_default(),
+            since_connected: self.last_connected.map(|t| t.elapsed()),
+            launch_failures: self.launch_failures,
+            missing_critical_files: self.missing_critical.clone(),
         }
     }
 
@@ -1044,12 +1247,7 @@ impl Runner {
     }
 
     fn publish(&self) {
-        let reason = self
-            .lifeline
-            .history()
-            .next_back()
-            .map(|t| t.reason.clone())
-            .unwrap_or_else(|| "starting".into());
+        let reason = self.lifeline.reason().to_string();
         self.status.send_replace(SessionStatus {
             id: self.spec.id.clone(),
             url: self.spec.url.clone(),

@@ -30,6 +30,9 @@ pub struct Transition {
 pub struct Lifeline {
     session: SessionId,
     state: SessionState,
+    /// Why the session is in its state now: the last transition's reason,
+    /// or a newer word on the same state (a retry counting down, say).
+    reason: String,
     since: Instant,
     since_wall: SystemTime,
     history: VecDeque<Transition>,
@@ -43,6 +46,7 @@ impl Lifeline {
         Self {
             session,
             state: SessionState::Starting,
+            reason: "starting".into(),
             since: Instant::now(),
             since_wall: SystemTime::now(),
             history: VecDeque::with_capacity(16),
@@ -52,6 +56,11 @@ impl Lifeline {
 
     pub fn state(&self) -> SessionState {
         self.state
+    }
+
+    /// Why the session is in its state, in the latest words.
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 
     pub fn since(&self) -> SystemTime {
@@ -72,12 +81,14 @@ impl Lifeline {
 
     /// Moves to `to` and records why. Staying in the same state records
     /// nothing and returns `false`, so a probe that keeps saying
-    /// "connected" does not flood the history.
+    /// "connected" does not flood the history; the new reason still
+    /// becomes [`reason`](Self::reason).
     pub fn move_to(&mut self, to: SessionState, reason: impl Into<String>) -> bool {
+        let reason = reason.into();
         if to == self.state {
+            self.reason = reason;
             return false;
         }
-        let reason = reason.into();
         let from = self.state;
         if matches!(to, SessionState::Failed | SessionState::Degraded) {
             tracing::warn!(session = %self.session, state = %to, from = %from, "session {} is {to}: {reason}", self.session);
@@ -92,8 +103,9 @@ impl Lifeline {
             at: now,
             from,
             to,
-            reason,
+            reason: reason.clone(),
         });
+        self.reason = reason;
         self.state = to;
         self.since = Instant::now();
         self.since_wall = now;

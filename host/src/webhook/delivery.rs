@@ -70,9 +70,9 @@ impl fmt::Display for Failure {
 /// The worker task: runs until the outbox is closed and empty.
 pub(super) async fn run(hook: Arc<Webhook>, client: reqwest::Client, retry: Retry) {
     while let Some(delivery) = hook.outbox.next().await {
-        hook.counters.in_flight.store(true, Ordering::Relaxed);
+        hook.counters.hold(Some(delivery.clone()));
         deliver(&hook, &client, retry, &delivery).await;
-        hook.counters.in_flight.store(false, Ordering::Relaxed);
+        hook.counters.hold(None);
     }
 }
 

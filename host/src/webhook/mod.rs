@@ -19,7 +19,7 @@ pub mod outbox;
 pub mod signature;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,8 +98,24 @@ struct Counters {
     retried: AtomicU64,
     failed: AtomicU64,
     dropped: AtomicU64,
-    /// The worker holds an event (sending it or waiting to retry it).
-    in_flight: AtomicBool,
+    /// The event the worker holds (sending it or waiting to retry it).
+    in_flight: Mutex<Option<Arc<Delivery>>>,
+}
+
+impl Counters {
+    fn hold(&self, delivery: Option<Arc<Delivery>>) {
+        *self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = delivery;
+    }
+
+    fn take_in_flight(&self) -> Option<Arc<Delivery>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
 /// What one webhook has done since start, for `/metrics` and the status.
@@ -248,17 +264,20 @@ impl Webhooks {
         }
         let mut abandoned = 0;
         for hook in &self.sender.shared.hooks {
-            let left = hook.outbox.clear() as u64
-                + u64::from(hook.counters.in_flight.swap(false, Ordering::Relaxed));
-            if left > 0 {
-                hook.counters.dropped.fetch_add(left, Ordering::Relaxed);
+            let held = hook.counters.take_in_flight();
+            let left: Vec<Arc<Delivery>> = held.into_iter().chain(hook.outbox.drain()).collect();
+            for delivery in &left {
                 tracing::warn!(
                     webhook = %hook.name,
                     url = %hook.shown_url,
-                    "webhook: {left} event(s) not delivered within the {} ms flush_timeout of shutdown; dropped",
-                    self.flush_timeout.as_millis()
+                    event = %delivery.kind,
+                    delivery = %delivery.id,
+                    flush_timeout_ms = self.flush_timeout.as_millis() as u64,
+                    "webhook: event not delivered before shutdown"
                 );
             }
+            let left = left.len() as u64;
+            hook.counters.dropped.fetch_add(left, Ordering::Relaxed);
             abandoned += left;
         }
         ShutdownReport { abandoned }
@@ -355,10 +374,12 @@ impl Webhook {
                 }
             }
             Pushed::Closed(late) => {
-                tracing::debug!(
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
                     webhook = %self.name,
                     event = %late.kind,
-                    "webhook: event after shutdown not sent"
+                    delivery = %late.id,
+                    "webhook: event raised after the webhooks shut down; not delivered"
                 );
             }
         }

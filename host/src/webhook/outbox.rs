@@ -88,12 +88,9 @@ impl<T> Outbox<T> {
         self.ready.notify_one();
     }
 
-    /// Empties the queue, returning how many items it held.
-    pub fn clear(&self) -> usize {
-        let mut state = self.lock();
-        let n = state.queue.len();
-        state.queue.clear();
-        n
+    /// Empties the queue, returning what it held, oldest first.
+    pub fn drain(&self) -> Vec<T> {
+        self.lock().queue.drain(..).collect()
     }
 
     pub fn len(&self) -> usize {
