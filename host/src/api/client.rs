@@ -129,6 +129,11 @@ impl ApiClient {
         self.addr
     }
 
+    /// Whether a token was found to send.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// Whether a Vigil host answers `/healthz` here (within a second or two).
     pub async fn is_running(&self) -> bool {
         let request = self

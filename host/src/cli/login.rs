@@ -1,12 +1,14 @@
 //! `vigil login SESSION`: log a session in from the terminal. Waits for its
 //! login screen, draws the page's QR code in the terminal (redrawn when the
 //! page rotates it), and returns once the session is connected. Everything
-//! goes through the running host's admin API.
+//! goes through the running host's admin API; a host still starting (not
+//! answering yet, or not yet written the token it generates) is waited for
+//! within the same `--timeout`.
 //!
 //! Exit codes (see `exit`):
 //!   0  the session is connected (or already was)
 //!   1  error (the host answered with an error, bad config, ...)
-//!   5  no host answers at `[api] listen`
+//!   5  no host answered at `[api] listen` within `--timeout`
 //!   8  no such session on the host
 //!   9  `--timeout` ran out before the session connected
 //!   10 the session failed or stopped: it will not connect without an
@@ -23,9 +25,12 @@ use vigil::config::Config;
 use vigil::id::SessionId;
 use vigil::qr::Modules;
 
-use super::exit::{GAVE_UP, NO_SUCH_SESSION, TIMED_OUT};
+use super::exit::{GAVE_UP, NO_SUCH_SESSION, NOT_RUNNING, TIMED_OUT};
 use super::printable;
 use super::status::report;
+
+/// What the host is while it does not answer (not a session state).
+const UNREACHABLE: &str = "unreachable";
 
 /// How often the session's state and QR code are looked at.
 const POLL: Duration = Duration::from_secs(1);
@@ -43,10 +48,9 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let timeout = Duration::try_from_secs_f64(args.timeout)
         .map_err(|_| anyhow::anyhow!("--timeout: {} is not a number of seconds", args.timeout))?;
     let config = Config::load(config_path)?;
-    let client = ApiClient::for_config(&config)?;
     let mut screen = Screen::new(std::io::stdout().is_terminal());
     Ok(
-        match wait_for_login(&client, &args.session, timeout, &mut screen).await {
+        match wait_for_login(&config, &args.session, timeout, &mut screen).await {
             Ok(code) => code,
             Err(e) if e.code() == Some("session_not_found") => {
                 eprintln!("error: {e}");
@@ -58,16 +62,33 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn wait_for_login(
-    client: &ApiClient,
+    config: &Config,
     session: &SessionId,
     timeout: Duration,
     screen: &mut Screen,
 ) -> Result<ExitCode, ClientError> {
     // A timeout too large for the clock means no timeout.
     let deadline = Instant::now().checked_add(timeout);
+    let mut client = ApiClient::for_config(config)?;
     let mut last_state = String::new();
     loop {
-        let detail = client.session(session).await?;
+        let detail = match client.session(session).await {
+            Ok(detail) => detail,
+            Err(e) if host_starting(&e, &client) => {
+                if last_state != UNREACHABLE {
+                    eprintln!("{e}; waiting for the host...");
+                    last_state = UNREACHABLE.into();
+                }
+                if wait_or_give_up(deadline).await {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(NOT_RUNNING));
+                }
+                // The token `vigil run` generates is written as it starts.
+                client = ApiClient::for_config(config)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let state = detail["state"].as_str().unwrap_or("unknown").to_owned();
         match state.as_str() {
             "connected" => {
@@ -102,16 +123,31 @@ async fn wait_for_login(
             }
             last_state = state;
         }
-        let left = deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()));
-        if left.is_zero() {
+        if wait_or_give_up(deadline).await {
             eprintln!(
                 "{session}: not connected after {} s (it is {last_state}); giving up",
                 timeout.as_secs_f64()
             );
             return Ok(ExitCode::from(TIMED_OUT));
         }
-        tokio::time::sleep(POLL.min(left)).await;
     }
+}
+
+/// No host answers yet, or it answered "no token" while none was found:
+/// a host still starting.
+fn host_starting(e: &ClientError, client: &ApiClient) -> bool {
+    matches!(e, ClientError::Unreachable { .. })
+        || (e.code() == Some("unauthorized") && !client.has_token())
+}
+
+/// Sleeps until the next look; true when `deadline` has passed instead.
+async fn wait_or_give_up(deadline: Option<Instant>) -> bool {
+    let left = deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()));
+    if left.is_zero() {
+        return true;
+    }
+    tokio::time::sleep(POLL.min(left)).await;
+    false
 }
 
 /// What `vigil login` has drawn on stdout.
