@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::api::{
-    Answer, ChildSetup, OpenApi, READ_TOKEN, TOKEN, TestHost, call, parse_prometheus, png_size,
+    Answer, Arrived, ChildSetup, OpenApi, READ_TOKEN, StreamRecorder, TOKEN, TestHost, call,
+    parse_prometheus, png_size,
 };
 use common::chromium::browser_slot;
 use common::fixture::wait_until;
@@ -45,11 +46,16 @@ async fn an_operator_watches_and_commands_a_running_host() {
     the_read_only_token_reads_but_never_commands(&host.base).await;
     readiness_follows_the_sessions(&host.base).await;
     the_screenshot_shows_the_login_screen(&host).await;
+    let code = the_login_qr_code_reads_as_the_shown_code(&host).await;
+    let stream = StreamRecorder::open(&host.base, "/v1/events").await;
     metrics_move_when_the_session_logs_in(&host).await;
+    let connected = the_stream_tells_the_login_within_a_second(&host, &stream).await;
+    the_stream_replays_kept_events_and_says_who_needed_a_login(&host, &code).await;
     let backup = a_backup_made_through_the_api_is_listed(&host.base).await;
     a_refused_policy_shows_with_its_reason(&host).await;
     the_api_and_its_openapi_document_agree(&host.base, &backup).await;
     webhook_deliveries_show_in_the_metrics(&host.base, &receiver).await;
+    webhooks_carry_the_streams_bodies_and_the_qr_text(&receiver, &connected, &code).await;
 
     // /healthz answers with the host's liveness check, the one the systemd
     // watchdog uses: once the session's task has ended (here drained; in
@@ -75,7 +81,18 @@ async fn an_operator_watches_and_commands_a_running_host() {
     OpenApi::load()
         .check("GET", "/healthz", &health)
         .unwrap_or_else(|e| panic!("{e}"));
+    // An open event stream does not hold the API's shutdown open.
+    let closing = std::time::Instant::now();
     api.shutdown().await;
+    assert!(
+        closing.elapsed() < Duration::from_secs(2),
+        "the API took {:?} to stop with a stream open",
+        closing.elapsed()
+    );
+    wait_until(Duration::from_secs(5), "the stream to end", || async {
+        stream.ended().then_some(())
+    })
+    .await;
     fixture.shutdown().await;
 }
 
@@ -157,8 +174,24 @@ async fn the_read_only_token_reads_but_never_commands(base: &str) {
     for route in vigil::api::routes().into_iter().filter(|r| r.needs_token) {
         let path = route.path.replace("{id}", "main");
         let method = route.method.as_str();
+        if path == "/v1/events" {
+            // A stream that never ends: its status line is the answer.
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            let stream = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(READ_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(stream.status(), 200, "GET {path}");
+            continue;
+        }
         let answer = call(base, method, &path, Some(READ_TOKEN), None).await;
-        if method == "GET" {
+        if method == "GET" && path.ends_with("/qr") && answer.status == 404 {
+            // Read, and nothing to show yet: the login screen is still
+            // being drawn.
+            assert_eq!(answer.error_code(), "no_qr_code", "{}", answer.text());
+        } else if method == "GET" {
             assert_eq!(answer.status, 200, "GET {path}: {}", answer.text());
         } else {
             assert_eq!(answer.status, 403, "{method} {path}: {}", answer.text());
@@ -210,6 +243,152 @@ async fn the_screenshot_shows_the_login_screen(host: &TestHost) {
     let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-login-screen.png");
     std::fs::write(&saved, &shot.body).unwrap();
     eprintln!("login screen saved to {}", saved.display());
+}
+
+/// The API reads the login screen's QR code as a phone would: the text is
+/// the code the fixture handed out, and the PNG cut out of the screenshot
+/// reads the same.
+async fn the_login_qr_code_reads_as_the_shown_code(host: &TestHost) -> String {
+    use base64::Engine as _;
+    let answer = get(&host.base, "/v1/sessions/main/qr").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    OpenApi::load()
+        .check("GET", "/v1/sessions/{id}/qr", &answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let body = answer.json();
+    let text = body["text"].as_str().expect("the code's text").to_owned();
+    let pending = host.fixture.report().pending_codes;
+    assert_eq!(pending.last(), Some(&text), "read {text:?}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(body["png"].as_str().expect("a png"))
+        .expect("base64");
+    let (w, h) = png_size(&png).expect("a PNG");
+    assert!(w < 600 && h < 600, "the code alone, not the page: {w}x{h}");
+    let again = vigil::qr::find_in_png(&png)
+        .unwrap()
+        .expect("the cut-out reads");
+    assert_eq!(again.text, text);
+    text
+}
+
+/// Subscribed before the phone paired: the change to connected reaches the
+/// stream within a second of the host recording it.
+async fn the_stream_tells_the_login_within_a_second(
+    host: &TestHost,
+    stream: &StreamRecorder,
+) -> Arrived {
+    assert!(
+        stream.content_type.starts_with("text/event-stream"),
+        "{}",
+        stream.content_type
+    );
+    let connected = stream
+        .wait_for(
+            "the change to connected on the stream",
+            Duration::from_secs(10),
+            |a| a.event == "session.state_changed" && a.json()["data"]["to"] == "connected",
+        )
+        .await;
+    let detail = get(&host.base, "/v1/sessions/main").await.json();
+    assert_eq!(detail["state"], "connected");
+    let since = humantime::parse_rfc3339(detail["since"].as_str().unwrap()).unwrap();
+    let latency = connected.at.duration_since(since).unwrap_or(Duration::ZERO);
+    eprintln!("the change to connected reached the stream {latency:?} after the host recorded it");
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+    let body = connected.json();
+    assert_eq!(body["event"], "session.state_changed");
+    assert_eq!(body["data"]["session"], "main");
+    // A probe may catch the page between screens ("loading": degraded).
+    assert!(
+        ["needs-login", "degraded"].contains(&body["data"]["from"].as_str().unwrap()),
+        "{body}"
+    );
+    assert!(connected.id.is_some_and(|id| id > 1), "{connected:?}");
+    // Without `after`, nothing from before the subscription is replayed.
+    let earlier = stream
+        .arrived()
+        .into_iter()
+        .find(|a| a.event == "session.state_changed" && a.json()["data"]["to"] == "needs-login");
+    assert!(earlier.is_none(), "{earlier:?}");
+    connected
+}
+
+/// A client resuming from the start gets the kept events first, in
+/// order, among them the needs-login event with the code that was shown;
+/// `/v1/events/recent` lists the same.
+async fn the_stream_replays_kept_events_and_says_who_needed_a_login(host: &TestHost, code: &str) {
+    let replay = StreamRecorder::open(&host.base, "/v1/events?after=0").await;
+    let needs_login = replay
+        .wait_for("the needs-login event", Duration::from_secs(10), |a| {
+            a.event == "session.needs_login"
+        })
+        .await;
+    assert_eq!(
+        needs_login.json()["data"],
+        json!({ "session": "main", "qr": code })
+    );
+    replay
+        .wait_for("the change to connected", Duration::from_secs(10), |a| {
+            a.event == "session.state_changed" && a.json()["data"]["to"] == "connected"
+        })
+        .await;
+    let ids: Vec<u64> = replay.arrived().iter().filter_map(|a| a.id).collect();
+    assert_eq!(ids.first(), Some(&1), "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+
+    let recent = get(&host.base, "/v1/events/recent").await;
+    OpenApi::load()
+        .check("GET", "/v1/events/recent", &recent)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let recent = recent.json();
+    let events: Vec<&str> = recent["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert!(events.contains(&"session.needs_login"), "{events:?}");
+    assert!(recent["last_id"].as_u64().unwrap() >= ids.len() as u64);
+
+    let bad = call(
+        &host.base,
+        "GET",
+        "/v1/events?after=soon",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(bad.error_code(), "bad_request");
+}
+
+/// Webhooks received the very bodies the stream carried, and the
+/// needs-login event with the code's text.
+async fn webhooks_carry_the_streams_bodies_and_the_qr_text(
+    receiver: &Receiver,
+    streamed: &Arrived,
+    code: &str,
+) {
+    let body = streamed.json();
+    let delivery = body["delivery"].as_str().unwrap().to_owned();
+    let attempts = wait_until(SETTLE, "the streamed event at the webhook", || async {
+        let attempts = receiver.attempts();
+        attempts
+            .iter()
+            .any(|a| a.delivery == delivery)
+            .then_some(attempts)
+    })
+    .await;
+    let hooked = attempts.iter().find(|a| a.delivery == delivery).unwrap();
+    assert_eq!(hooked.json(), body, "the same body on both ways");
+    let needs_login = attempts
+        .iter()
+        .find(|a| a.event == "session.needs_login")
+        .expect("a session.needs_login delivery");
+    assert_eq!(
+        needs_login.json()["data"],
+        json!({ "session": "main", "qr": code })
+    );
 }
 
 async fn scrape(base: &str) -> common::api::Scrape {
@@ -417,18 +596,37 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
     operations.sort_by_key(|o| (o.method != "GET", o.path.ends_with("/restart")));
     for op in &operations {
         let path = op.path.replace("{id}", "main");
+        if op.path == "/v1/events" {
+            // A stream never ends: its answer is checked by its headers.
+            let stream = StreamRecorder::open(base, &path).await;
+            let answer = Answer {
+                status: 200,
+                content_type: stream.content_type.clone(),
+                headers: Default::default(),
+                body: Vec::new(),
+            };
+            doc.check(&op.method, &op.path, &answer)
+                .unwrap_or_else(|e| panic!("{e}"));
+            continue;
+        }
         let body = op
             .path
             .ends_with("/restore")
             .then(|| json!({ "backup": backup, "force": true }));
         let answer = call(base, &op.method, &path, Some(TOKEN), body).await;
-        assert!(
-            (200..300).contains(&answer.status),
-            "{} {path}: {} {}",
-            op.method,
-            answer.status,
-            answer.text()
-        );
+        if op.path.ends_with("/qr") {
+            // Connected: the page shows no QR code.
+            assert_eq!(answer.status, 404, "{path}: {}", answer.text());
+            assert_eq!(answer.error_code(), "no_qr_code");
+        } else {
+            assert!(
+                (200..300).contains(&answer.status),
+                "{} {path}: {} {}",
+                op.method,
+                answer.status,
+                answer.text()
+            );
+        }
         doc.check(&op.method, &op.path, &answer)
             .unwrap_or_else(|e| panic!("{e}"));
         if op.path.contains("{id}") {
@@ -523,12 +721,15 @@ async fn vigil_status_and_systemd_follow_a_running_vigil_run() {
     let ready = messages.wait_for("READY=1", SETTLE).await;
     assert!(ready.contains("STATUS=1 session: "), "{ready}");
 
-    // The fixture pairs the login code by itself after a second.
+    // The fixture pairs the login code by itself after a second. The new
+    // login is backed up at once (closing the browser for the copy), so
+    // wait for that backup: until then "connected" may turn "launching".
     let sessions = wait_until(SETTLE, "vigil status to show main connected", || async {
         let (code, stdout, stderr) = vigil(&setup, &["status", "--json"]).await;
         assert_eq!(code, 0, "{stderr}");
         let value: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
-        (value["sessions"][0]["state"] == "connected").then_some(value)
+        let main = &value["sessions"][0];
+        (main["state"] == "connected" && main["last_backup"].is_object()).then_some(value)
     })
     .await;
     let main = &sessions["sessions"][0];
@@ -606,6 +807,196 @@ async fn vigil_status_and_systemd_follow_a_running_vigil_run() {
     let (code, _, stderr) = vigil(&setup, &["status"]).await;
     assert_eq!(code, 5, "{stderr}");
     assert!(stderr.contains("no Vigil host answers"), "{stderr}");
+}
+
+/// An operator at home logs a session in from the terminal: `vigil login`
+/// draws the page's QR code (redrawn when the page rotates it), a phone
+/// pairs with what the code says, and `vigil login` returns 0. Without a
+/// phone it gives up with its timeout code. `vigil events` then tells what
+/// happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vigil_login_draws_the_qr_code_until_a_phone_pairs() {
+    use tokio::io::AsyncBufReadExt;
+    let _slot = browser_slot().await;
+    // Codes rotate every 4 s, so a rotation happens while the test watches.
+    let setup = ChildSetup::with_fixture([127, 0, 0, 1], "code_rotation_secs = 4\n");
+    let log = std::fs::File::create(setup.root.path().join("vigil.log")).unwrap();
+    let mut run = setup.command(&["run"]);
+    run.stderr(log);
+    let _child = Child(Some(
+        tokio::process::Command::from(run)
+            .spawn()
+            .expect("spawn vigil run"),
+    ));
+    wait_until(SETTLE, "main to need a login", || async {
+        let (code, stdout, _) = vigil(&setup, &["status", "--json"]).await;
+        let value: Value = serde_json::from_str(&stdout).ok()?;
+        (code == 0 && value["sessions"][0]["state"] == "needs-login").then_some(())
+    })
+    .await;
+
+    let (code, _, stderr) = vigil(&setup, &["login", "nobody", "--timeout", "5"]).await;
+    assert_eq!(code, 8, "{stderr}");
+    assert!(stderr.contains("no session \"nobody\""), "{stderr}");
+
+    // Nobody scans: it draws the code, then gives up with code 9.
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = vigil(&setup, &["login", "main", "--timeout", "2"]).await;
+    assert_eq!(code, 9, "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(stderr.contains("not connected after 2 s"), "{stderr}");
+    let drawn = common::api::read_terminal_qr_codes(&stdout);
+    assert_eq!(drawn.len(), 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("Code text: {}", drawn[0])),
+        "the drawing reads as the text it names: {stdout}"
+    );
+
+    // Now with a phone: vigil login keeps drawing until the session is
+    // connected.
+    let mut login =
+        tokio::process::Command::from(setup.command(&["login", "main", "--timeout", "120"]))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn vigil login");
+    let mut lines = tokio::io::BufReader::new(login.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let mut next_drawing = async || loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("vigil login draws a code within 30 s")
+            .expect("read its stdout")
+            .expect("vigil login is still running");
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("Code text: ") {
+            return common::api::read_terminal_qr_codes(&printed)
+                .pop()
+                .expect("a drawing before its text");
+        }
+    };
+    let first = next_drawing().await;
+    // The page rotates its code; vigil login draws the new one.
+    let second = next_drawing().await;
+    assert_ne!(first, second, "a rotated code is drawn anew");
+
+    // A phone scans the code the API reads off the page (scanning again
+    // if the page rotated it in between, as a person would).
+    let token = setup.generated_token();
+    let api = format!("http://{}", setup.api);
+    let fixture = common::fixture::FixtureClient::new(&setup.app);
+    loop {
+        let qr = call(&api, "GET", "/v1/sessions/main/qr", Some(&token), None).await;
+        assert_eq!(qr.status, 200, "{}", qr.text());
+        let text = qr.json()["text"].as_str().unwrap().to_owned();
+        let (status, body) = fixture.try_pair(&text).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 410, "{body}");
+    }
+    let exit = tokio::time::timeout(Duration::from_secs(30), login.wait())
+        .await
+        .expect("vigil login returns once the session is connected")
+        .unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut login.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("main: connected"), "{stderr}");
+    let after = call(&api, "GET", "/v1/sessions/main/qr", Some(&token), None).await;
+    assert_eq!(
+        after.status,
+        404,
+        "no QR code once connected: {}",
+        after.text()
+    );
+    assert_eq!(after.error_code(), "no_qr_code");
+
+    // Already connected: nothing to draw.
+    let (code, stdout, stderr) = vigil(&setup, &["login", "main", "--timeout", "5"]).await;
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+
+    vigil_events_tell_what_happened(&setup).await;
+}
+
+/// `vigil events` lists the kept events; `--follow` goes on with new ones.
+async fn vigil_events_tell_what_happened(setup: &ChildSetup) {
+    use tokio::io::AsyncBufReadExt;
+    // The new login is backed up at once, closing the browser for the
+    // copy: let that settle, so the events below are all there is.
+    wait_until(SETTLE, "the after-login backup", || async {
+        let (_, stdout, _) = vigil(setup, &["status", "--json"]).await;
+        let value: Value = serde_json::from_str(&stdout).ok()?;
+        let main = &value["sessions"][0];
+        (main["state"] == "connected" && main["last_backup"].is_object()).then_some(())
+    })
+    .await;
+    let (code, stdout, stderr) = vigil(setup, &["events"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("session.needs_login  main: needs a login; QR code: ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("session.state_changed  main: ") && l.contains(" -> connected (")),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = vigil(setup, &["events", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let bodies: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON body a line"))
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b["version"] == 1 && b["delivery"].is_string())
+    );
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b["event"] == "session.state_changed" && b["data"]["to"] == "connected")
+    );
+
+    let mut follow =
+        tokio::process::Command::from(setup.command(&["events", "--follow", "--json"]))
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn vigil events --follow");
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("an event within 30 s")
+            .unwrap()
+            .expect("still following");
+        serde_json::from_str::<Value>(&line).expect("a JSON body")
+    };
+    // The kept events first, as without --follow...
+    for body in &bodies {
+        assert_eq!(&next().await, body);
+    }
+    // ...then what happens next.
+    let (code, _, stderr) = vigil(setup, &["restart", "main"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let restarted = next().await;
+    assert_eq!(restarted["event"], "session.state_changed", "{restarted}");
+    assert_eq!(restarted["data"]["from"], "connected", "{restarted}");
+    sigterm(&follow);
+    let exit = tokio::time::timeout(Duration::from_secs(10), follow.wait())
+        .await
+        .expect("vigil events stops on SIGTERM")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit}");
 }
 
 #[test]

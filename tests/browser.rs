@@ -406,6 +406,72 @@ async fn a_screenshot_is_a_png_of_the_login_screen() {
     browser.close().await;
 }
 
+/// What a phone sees: the login screen's QR code, read from a real
+/// screenshot, says the pending code; pairing with the text read connects
+/// the page; a few seconds later (the rotation period, shortened here) the
+/// page shows another code and the old one no longer pairs.
+#[tokio::test]
+async fn the_login_qr_code_reads_as_the_pending_code_pairs_and_rotates() {
+    let _slot = browser_slot().await;
+    let rotation = Duration::from_secs(3);
+    let (_fixture, app) = fixture::start_rotating(rotation).await;
+    let profile = TestProfile::new();
+    let browser = launch("qr", &profile.path()).await;
+    browser.open(&app.url("/")).await.unwrap();
+    wait_for_state(&browser, "needs-login", SETTLE).await;
+
+    let read = |png: Vec<u8>| async move {
+        vigil::qr::find_in_png(&png)
+            .expect("the screenshot is a PNG")
+            .expect("a QR code is visible")
+    };
+    let first_shot = browser.screenshot().await.unwrap();
+    if let Some(dir) = std::env::var_os("VIGIL_SCREENSHOT_DIR") {
+        std::fs::write(std::path::Path::new(&dir).join("login-qr.png"), &first_shot).unwrap();
+    }
+    let first = read(first_shot).await;
+    let pending = app.report().await.pending_codes;
+    assert_eq!(pending.last(), Some(&first.text), "{pending:?}");
+
+    // The page moves on to a new code; the old one is refused as expired.
+    let started = Instant::now();
+    let second = loop {
+        let found = read(browser.screenshot().await.unwrap()).await;
+        if found.text != first.text {
+            break found;
+        }
+        assert!(
+            started.elapsed() < rotation * 3,
+            "the code did not rotate within {:?}",
+            rotation * 3
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(app.report().await.pending_codes, vec![second.text.clone()]);
+    let (status, body) = app.try_pair(&first.text).await;
+    assert_eq!(status, 410, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+
+    // A phone scans the current code: the page connects. (It may have
+    // rotated again since the screenshot; then the phone scans again.)
+    let device = loop {
+        let shown = read(browser.screenshot().await.unwrap()).await;
+        let (status, body) = app.try_pair(&shown.text).await;
+        if status == 200 {
+            break body["device"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(status, 410, "{body}");
+    };
+    wait_for_state(&browser, "connected", SETTLE).await;
+    assert!(app.report().await.device(&device).unwrap().connected);
+    let connected = vigil::qr::find_in_png(&browser.screenshot().await.unwrap()).unwrap();
+    assert_eq!(connected, None, "no QR code once connected");
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn a_profile_held_by_a_live_browser_is_refused_with_a_clear_error() {
     let _slot = browser_slot().await;

@@ -153,6 +153,69 @@ async fn a_paired_code_hands_its_credential_to_the_page_once() {
     assert_eq!(status, 404);
 }
 
+/// The login screen's code comes with its QR code, and rotates: once the
+/// rotation period is over, the page learns its code expired (and asks
+/// for another), and a phone pairing it is refused with 410.
+#[tokio::test]
+async fn a_login_code_comes_as_a_qr_code_and_expires_after_the_rotation() {
+    let (_fx, app) = fixture::start_rotating(Duration::from_millis(800)).await;
+    let (status, body) = post(&app, "api/login", "").await;
+    assert_eq!(status, 200);
+    let code = body["code"].as_str().unwrap().to_owned();
+    assert_eq!(body["expires_in_ms"], 800);
+    let svg = body["qr_svg"].as_str().unwrap();
+    assert!(svg.starts_with("<svg ") && svg.contains("<path"), "{svg}");
+    // The QR code of the code's text, module for module, as Vigil's
+    // encoder makes it (the fixture draws it with its own code).
+    let expected = vigil::qr::Modules::encode(&code).unwrap();
+    let drawn = svg_modules(svg);
+    let side = expected.width() + 2 * vigil::qr::QUIET_ZONE;
+    assert_eq!(drawn.len(), side * side, "{svg}");
+    let edge = vigil::qr::QUIET_ZONE as isize;
+    for y in 0..side {
+        for x in 0..side {
+            assert_eq!(
+                drawn[y * side + x],
+                expected.is_dark(x as isize - edge, y as isize - edge),
+                "module ({x}, {y}) of {svg}"
+            );
+        }
+    }
+
+    let status_of = |code: String| {
+        let url = app.url(&format!("api/login/{code}"));
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        status_of(code.clone()).await,
+        json!({ "status": "pending" })
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        status_of(code.clone()).await,
+        json!({ "status": "expired" })
+    );
+    assert!(app.report().await.pending_codes.is_empty());
+    let (status, body) = post(&app, "api/pair", &json!({ "code": code }).to_string()).await;
+    assert_eq!(status, 410, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    // The newest code pairs as before.
+    let (_, fresh) = post(&app, "api/login", "").await;
+    let fresh = fresh["code"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, code);
+    app.pair(&fresh).await;
+}
+
 #[tokio::test]
 async fn a_live_connection_is_reported_and_ends_when_dropped() {
     let (_fx, app) = fixture::start(None).await;
@@ -308,4 +371,29 @@ async fn vigil_fixture_serves_until_sigterm() {
         .expect("exits within 5 s of SIGTERM")
         .unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// The dark modules of the fixture's QR SVG, row by row over its whole
+/// `viewBox` (quiet zone included), read from its one path of
+/// `M{x} {y}h{run}v1h-{run}z` runs.
+fn svg_modules(svg: &str) -> Vec<bool> {
+    let view_box = svg.split("viewBox=\"0 0 ").nth(1).unwrap();
+    let side: usize = view_box.split(' ').next().unwrap().parse().unwrap();
+    let path = svg
+        .split(" d=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let mut dark = vec![false; side * side];
+    for run in path.split('M').filter(|r| !r.is_empty()) {
+        let (at, rest) = run.split_once('h').unwrap();
+        let (x, y) = at.split_once(' ').unwrap();
+        let (x, y): (usize, usize) = (x.parse().unwrap(), y.parse().unwrap());
+        let len: usize = rest.split('v').next().unwrap().parse().unwrap();
+        assert_eq!(rest, format!("{len}v1h-{len}z"), "{run}");
+        dark[y * side + x..y * side + x + len].fill(true);
+    }
+    dark
 }

@@ -271,6 +271,26 @@ async fn the_quick_start_runs_as_written() {
             let file = command.split_whitespace().last().unwrap();
             let png = std::fs::read(root.join(file)).expect("the screenshot file");
             assert!(png.starts_with(b"\x89PNG"), "{file} is a PNG");
+        } else if command.contains(" login ") {
+            // "draws the login QR code here; returns once main is
+            // connected": exit 0, and the drawing reads as a phone would.
+            let out = checkout.sh(&env, command).await;
+            let codes = common::api::read_terminal_qr_codes(&out);
+            assert!(!codes.is_empty(), "no QR code drawn:\n{out}");
+            for code in &codes {
+                assert!(out.contains(&format!("Code text: {code}")), "{out}");
+            }
+            assert_eq!(fixture_state().await["pairings"], 1, "main logged in");
+        } else if command.ends_with(" events") {
+            // "what happened: state changes, the login, backups".
+            let out = checkout.sh(&env, command).await;
+            for said in [
+                "session.state_changed  main: ",
+                "session.needs_login  main: needs a login; QR code: ",
+                " -> connected (",
+            ] {
+                assert!(out.contains(said), "`{command}` lacks {said:?}:\n{out}");
+            }
         } else if command.ends_with(" status") {
             // "main: needs-login, then connected".
             status_until(&checkout, &env, command, "connected").await;
@@ -320,7 +340,7 @@ async fn the_quick_start_runs_as_written() {
     }
     assert_eq!(
         watched.len(),
-        5,
+        6,
         "every command of the block ran: {watched:?}"
     );
     assert_eq!(fixture_state().await["pairings"], 1);

@@ -215,6 +215,10 @@ pub struct FixtureConfig {
     /// Keep paired devices here across restarts.
     #[serde(default, deserialize_with = "opt_path")]
     pub state_file: Option<PathBuf>,
+    /// Show a new login QR code this often (default 20, like WhatsApp);
+    /// the code it replaces can no longer be paired.
+    #[serde(default)]
+    pub code_rotation_secs: Option<Seconds>,
 }
 
 /// `[policy]`.

@@ -24,10 +24,12 @@
 //! - [`journal`]: every policy decision as a JSON line; replaying a
 //!   journal against another policy; a slice as a scenario.
 //! - [`browser`]: Chromium through chromiumoxide: launch, probe, act.
+//! - [`qr`]: login QR codes: drawn for a terminal, read from screenshots.
 //! - [`session`]: one session's life: its record (plain data), the
 //!   profile's preparation, its backups, and the runner loop.
 //! - [`supervisor`]: all sessions: start, restore, stop, drain.
 //! - [`webhook`]: signed event notifications to the operator's services.
+//! - [`feed`]: the same events, numbered, for the API's event stream.
 //! - [`api`]: the HTTP admin API, `/metrics`, and its client.
 //! - [`systemd`]: READY / WATCHDOG / STOPPING notifications.
 //!
@@ -43,10 +45,12 @@ pub mod archive;
 pub mod backup;
 pub mod browser;
 pub mod config;
+pub mod feed;
 pub mod fields;
 pub mod id;
 pub mod journal;
 pub mod policy;
+pub mod qr;
 pub mod schedule;
 pub mod secret;
 pub mod session;

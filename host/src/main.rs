@@ -41,6 +41,18 @@ enum Command {
         #[command(subcommand)]
         command: cli::policy::Command,
     },
+    /// Log a session in from this terminal: wait for its login screen, draw
+    /// its QR code here (redrawn as the page rotates it) and return once
+    /// the session is connected.
+    ///
+    /// Exit codes: 0 connected, 1 error, 5 no host running, 8 no such
+    /// session, 9 timed out, 10 the session failed or stopped.
+    Login(cli::login::Args),
+    /// Print what the running host reported lately (the events webhooks
+    /// carry); with --follow, keep printing new ones.
+    ///
+    /// Exit codes: 0 done, 1 error, 5 no host running (or it went away).
+    Events(cli::events::Args),
     /// Serve the fixture web app (a stand-in web app with a persistent login).
     Fixture(cli::fixture::Args),
     /// Print a session's decision journal: every policy call, one JSON
@@ -77,6 +89,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run => cli::run::run(&cli.config).await,
             Command::Policy { command } => cli::policy::run(&cli.config, command).await,
+            Command::Login(args) => cli::login::run(&cli.config, args).await,
+            Command::Events(args) => cli::events::run(&cli.config, args).await,
             Command::Fixture(args) => cli::fixture::run(args).await,
             Command::Journal(args) => cli::journal::run(&cli.config, args),
             Command::Storage(command) => cli::storage::run(&cli.config, command).await,

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::task::JoinSet;
 
 use crate::backup::{BackupError, Backups};
 use crate::config::Config;
+use crate::feed::EventFeed;
 use crate::id::SessionId;
 use crate::journal::{self, Journal, JournalError};
 use crate::policy::{PolicyError, PolicyRuntime, PolicySource, ReloadWatcher, RuntimeOptions};
@@ -50,11 +52,12 @@ pub struct Supervisor {
     watcher: Option<ReloadWatcher>,
     schedule: Option<Schedule>,
     webhooks: Option<Webhooks>,
-    /// Forwards session and policy events to the webhooks.
+    /// Forwards session and policy events to the feed and the webhooks.
     notifier: Option<tokio::task::JoinHandle<()>>,
     /// Tells the notifier to forward what is left and end.
     notifier_stop: watch::Sender<bool>,
     webhook_sender: WebhookSender,
+    feed: Arc<EventFeed>,
     started: SystemTime,
 }
 
@@ -81,13 +84,11 @@ impl Supervisor {
         let journal = Journal::open(&journal::dir(&config.data_dir), &config.journal)?;
         let (events, _) = broadcast::channel(1024);
         let webhook_sender = webhooks.sender();
+        let feed = Arc::new(EventFeed::new(webhook_sender.host()));
+        // Subscribed before any session starts, so none of their events is
+        // missed; the notifier starts once the sessions' clients exist.
+        let (session_events, policy_events) = (events.subscribe(), policies.subscribe());
         let (notifier_stop, stop_rx) = watch::channel(false);
-        let notifier = tokio::spawn(notify(
-            events.subscribe(),
-            policies.subscribe(),
-            webhook_sender.clone(),
-            stop_rx,
-        ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let deps = SessionDeps {
             policies: Arc::clone(&policies),
@@ -109,6 +110,19 @@ impl Supervisor {
             })
             .collect();
         let clients: Vec<SessionClient> = sessions.values().map(|h| h.client().clone()).collect();
+        let notifier = tokio::spawn(notify(
+            session_events,
+            policy_events,
+            Outlets {
+                feed: Arc::clone(&feed),
+                webhooks: webhook_sender.clone(),
+                sessions: clients
+                    .iter()
+                    .map(|c| (c.id().clone(), c.clone()))
+                    .collect(),
+            },
+            stop_rx,
+        ));
         let schedule = Schedule::start(
             "backup",
             &config.backup.schedule,
@@ -134,6 +148,7 @@ impl Supervisor {
             notifier: Some(notifier),
             notifier_stop,
             webhook_sender,
+            feed,
             started: SystemTime::now(),
         })
     }
@@ -163,6 +178,11 @@ impl Supervisor {
     /// Transitions, backups and restores of every session, as they happen.
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
         self.events.subscribe()
+    }
+
+    /// Every event webhooks carry, numbered, for the API's event stream.
+    pub fn feed(&self) -> &Arc<EventFeed> {
+        &self.feed
     }
 
     /// A handle on the webhooks' queues and counters (empty when none is
@@ -264,46 +284,77 @@ fn scheduled_backups(sessions: Vec<SessionClient>, backups: Arc<Backups>) -> Tas
     })
 }
 
-/// Sends what operators asked to be told about to the webhooks. Lagging
-/// behind the broadcast loses the oldest events, as a full webhook queue
-/// does, and is logged. When `stop` turns true, forwards every event
-/// already raised, then ends.
+/// Where events go: the feed (the API's stream), then the webhooks, with
+/// the same body; and the sessions, to look at a login screen.
+struct Outlets {
+    feed: Arc<EventFeed>,
+    webhooks: WebhookSender,
+    sessions: BTreeMap<SessionId, SessionClient>,
+}
+
+impl Outlets {
+    fn publish(&self, event: &webhook::Event) {
+        let published = self.feed.publish(event);
+        self.webhooks.send_delivery(published.delivery.clone());
+    }
+
+    fn publish_session_event(&self, event: &SessionEvent) {
+        if let Some(event) = webhook_event(event) {
+            self.publish(&event);
+        }
+    }
+}
+
+/// How long the stopping notifier waits for the looks at login screens
+/// still under way (their sessions have stopped: they end within a pause).
+const LOOKS_AT_STOP: Duration = Duration::from_secs(3);
+
+/// Publishes what operators can be told about. Lagging behind the
+/// broadcast loses the oldest events, as a full webhook queue does, and is
+/// logged. A session that turns needs-login gets its `session.needs_login`
+/// event once its login screen was looked at (see [`needs_login`]); the
+/// look runs aside, so other events are never held up by it. When `stop`
+/// turns true, publishes every event already raised, then ends.
 async fn notify(
     mut sessions: broadcast::Receiver<SessionEvent>,
     mut policies: broadcast::Receiver<crate::policy::ReloadEvent>,
-    webhooks: WebhookSender,
+    outlets: Outlets,
     mut stop: watch::Receiver<bool>,
 ) {
     use broadcast::error::{RecvError, TryRecvError};
     let (mut sessions_open, mut policies_open) = (true, true);
-    while sessions_open || policies_open {
+    let mut looks: JoinSet<webhook::Event> = JoinSet::new();
+    while sessions_open || policies_open || !looks.is_empty() {
         tokio::select! {
             // Events win over the stop: none raised before it is left behind.
             biased;
             event = sessions.recv(), if sessions_open => match event {
                 Ok(event) => {
-                    if let Some(event) = webhook_event(&event) {
-                        webhooks.send(event);
+                    outlets.publish_session_event(&event);
+                    if let SessionEvent::StateChanged { session, to: SessionState::NeedsLogin, .. } = &event
+                        && let Some(client) = outlets.sessions.get(session)
+                    {
+                        looks.spawn(needs_login(client.clone()));
                     }
                 }
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "webhooks fell behind session events"),
                 Err(RecvError::Closed) => sessions_open = false,
             },
             event = policies.recv(), if policies_open => match event {
-                Ok(event) => webhooks.send(webhook::Event::from(&event)),
+                Ok(event) => outlets.publish(&webhook::Event::from(&event)),
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "webhooks fell behind policy reloads"),
                 Err(RecvError::Closed) => policies_open = false,
+            },
+            Some(looked) = looks.join_next(), if !looks.is_empty() => match looked {
+                Ok(event) => outlets.publish(&event),
+                Err(e) => tracing::error!(error = %e, "looking at a login screen failed"),
             },
             _ = stop.wait_for(|stop| *stop) => break,
         }
     }
     loop {
         match sessions.try_recv() {
-            Ok(event) => {
-                if let Some(event) = webhook_event(&event) {
-                    webhooks.send(event);
-                }
-            }
+            Ok(event) => outlets.publish_session_event(&event),
             Err(TryRecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "webhooks fell behind session events");
             }
@@ -312,12 +363,67 @@ async fn notify(
     }
     loop {
         match policies.try_recv() {
-            Ok(event) => webhooks.send(webhook::Event::from(&event)),
+            Ok(event) => outlets.publish(&webhook::Event::from(&event)),
             Err(TryRecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "webhooks fell behind policy reloads");
             }
             Err(TryRecvError::Empty | TryRecvError::Closed) => break,
         }
+    }
+    // Looks still under way end quickly: their sessions have stopped.
+    let _ = tokio::time::timeout(LOOKS_AT_STOP, async {
+        while let Some(looked) = looks.join_next().await {
+            if let Ok(event) = looked {
+                outlets.publish(&event);
+            }
+        }
+    })
+    .await;
+}
+
+/// Tries to read a QR code on a login screen this many times...
+const LOGIN_LOOKS: u32 = 5;
+/// ...this far apart: a page may draw its code a moment after it says
+/// it needs a login.
+const LOGIN_LOOK_PAUSE: Duration = Duration::from_secs(1);
+/// One look waits at most this long for the session (it serves commands
+/// between its own steps).
+const LOGIN_LOOK_BOUND: Duration = Duration::from_secs(20);
+
+/// The `session.needs_login` event of `session`, with the text of the QR
+/// code its page shows, or none when no code could be read while it kept
+/// asking for a login.
+async fn needs_login(session: SessionClient) -> webhook::Event {
+    let mut qr = None;
+    for look in 1..=LOGIN_LOOKS {
+        if session.state() != SessionState::NeedsLogin {
+            break;
+        }
+        match tokio::time::timeout(LOGIN_LOOK_BOUND, session.login_qr()).await {
+            Ok(Ok(Some(found))) => {
+                qr = Some(found.text);
+                break;
+            }
+            Ok(Ok(None)) => {
+                tracing::debug!(session = %session.id(), look, "no QR code on the login screen yet")
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(session = %session.id(), look, error = %e, "cannot look at the login screen")
+            }
+            Err(_) => {
+                tracing::debug!(session = %session.id(), look, "the session did not take a screenshot in time")
+            }
+        }
+        if look < LOGIN_LOOKS {
+            tokio::time::sleep(LOGIN_LOOK_PAUSE).await;
+        }
+    }
+    if qr.is_none() {
+        tracing::info!(session = %session.id(), "needs a login; no readable QR code on its page");
+    }
+    webhook::Event::SessionNeedsLogin {
+        session: session.id().clone(),
+        qr,
     }
 }
 

@@ -82,9 +82,13 @@ impl TestHost {
             .prefix("vigil-api-test-")
             .tempdir()
             .expect("temp dir");
-        let fixture = Fixture::start(FixtureOptions::default())
-            .await
-            .expect("fixture starts");
+        // Login codes that do not rotate while a test reads them.
+        let fixture = Fixture::start(FixtureOptions {
+            code_rotation: Duration::from_secs(600),
+            ..FixtureOptions::default()
+        })
+        .await
+        .expect("fixture starts");
         let text = config_text(root.path(), &fixture.url(), extra)
             .replace("[backup]\n", &format!("[backup]\n{backup}\n"));
         let file = root.path().join("vigil.toml");
@@ -675,12 +679,21 @@ pub struct ChildSetup {
     pub root: tempfile::TempDir,
     pub config: PathBuf,
     pub api: SocketAddr,
+    /// The fixture app's URL.
+    pub app: String,
 }
 
 impl ChildSetup {
     /// `vigil run` serving its own fixture app (which pairs a login code by
     /// itself after a second), with its API on a free port of `api_ip`.
     pub fn new(api_ip: [u8; 4]) -> Self {
+        Self::with_fixture(api_ip, "auto_pair_after_secs = 1\n")
+    }
+
+    /// `vigil run` serving its own fixture app, configured with
+    /// `fixture` (lines of its `[fixture]` section; nothing pairs by
+    /// itself unless they say so).
+    pub fn with_fixture(api_ip: [u8; 4], fixture: &str) -> Self {
         let root = tempfile::Builder::new()
             .prefix("vigil-api-child-")
             .tempdir()
@@ -688,7 +701,7 @@ impl ChildSetup {
         let app_port = free_port();
         let api = SocketAddr::from((api_ip, free_port()));
         let extra = format!(
-            "[api]\nlisten = \"{api}\"\n\n[fixture]\nlisten = \"127.0.0.1:{app_port}\"\nauto_pair_after_secs = 1\n"
+            "[api]\nlisten = \"{api}\"\n\n[fixture]\nlisten = \"127.0.0.1:{app_port}\"\n{fixture}"
         );
         let text = config_text(
             root.path(),
@@ -697,7 +710,21 @@ impl ChildSetup {
         );
         let config = root.path().join("vigil.toml");
         std::fs::write(&config, text).expect("write the config");
-        Self { root, config, api }
+        Self {
+            root,
+            config,
+            api,
+            app: format!("http://127.0.0.1:{app_port}/"),
+        }
+    }
+
+    /// The token `vigil run` generated (it runs on loopback with none set).
+    pub fn generated_token(&self) -> String {
+        let path = self.root.path().join("data/api-token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_owned()
     }
 
     /// `vigil <args> --config <this config>`, without a token in the
@@ -714,4 +741,224 @@ impl ChildSetup {
             .env("RUST_LOG", "info,chromiumoxide=error");
         cmd
     }
+}
+
+// ---------------------------------------------------------- event stream
+
+/// One server-sent message as it arrived.
+#[derive(Debug, Clone)]
+pub struct Arrived {
+    pub id: Option<u64>,
+    pub event: String,
+    pub data: String,
+    /// When this test read it off the socket.
+    pub at: std::time::SystemTime,
+}
+
+impl Arrived {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("{} data is not JSON ({e}): {}", self.event, self.data))
+    }
+}
+
+/// `GET /v1/events` read by a task of its own, which stamps each message
+/// with the time it arrived: what a dashboard would see, read with no
+/// help from Vigil's own client.
+pub struct StreamRecorder {
+    pub content_type: String,
+    arrived: std::sync::Arc<std::sync::Mutex<Vec<Arrived>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl StreamRecorder {
+    /// Opens the stream at `base` with `path_and_query` (e.g.
+    /// `/v1/events?after=0`).
+    pub async fn open(base: &str, path_and_query: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let mut response = http
+            .get(format!("{base}{path_and_query}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET the event stream");
+        assert_eq!(response.status(), 200, "GET {path_and_query}");
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let arrived = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = arrived.clone();
+        let reader = tokio::spawn(async move {
+            let mut buffer = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    let field = |name: &str| {
+                        block
+                            .lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .map(|v| v.trim_start().to_owned())
+                    };
+                    // Keep-alive comments carry no event name.
+                    let Some(event) = field("event:") else {
+                        continue;
+                    };
+                    sink.lock().unwrap().push(Arrived {
+                        id: field("id:").and_then(|v| v.parse().ok()),
+                        event,
+                        data: field("data:").unwrap_or_default(),
+                        at: std::time::SystemTime::now(),
+                    });
+                }
+            }
+        });
+        Self {
+            content_type,
+            arrived,
+            reader,
+        }
+    }
+
+    pub fn arrived(&self) -> Vec<Arrived> {
+        self.arrived.lock().unwrap().clone()
+    }
+
+    /// The first message `pick` accepts, waiting up to `timeout`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pick: impl Fn(&Arrived) -> bool,
+    ) -> Arrived {
+        super::fixture::wait_until(timeout, what, || async {
+            self.arrived().into_iter().find(|a| pick(a))
+        })
+        .await
+    }
+
+    /// Whether the host ended the stream.
+    pub fn ended(&self) -> bool {
+        self.reader.is_finished()
+    }
+}
+
+impl Drop for StreamRecorder {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+// ---------------------------------------------------------------- terminal
+
+/// The QR codes drawn in `output` (a terminal's text: ANSI colours and
+/// upper half blocks, two rows of modules per line), each read back by
+/// rqrr as a phone would: the text of each, in order. A drawing that does
+/// not read panics, naming it.
+pub fn read_terminal_qr_codes(output: &str) -> Vec<String> {
+    let mut drawings: Vec<Vec<&str>> = Vec::new();
+    let mut in_drawing = false;
+    for line in output.lines() {
+        if line.contains('\u{2580}') {
+            if !in_drawing {
+                drawings.push(Vec::new());
+            }
+            drawings.last_mut().unwrap().push(line);
+            in_drawing = true;
+        } else {
+            in_drawing = false;
+        }
+    }
+    drawings
+        .iter()
+        .map(|lines| {
+            let rows = modules_of(lines);
+            read_modules(&rows).unwrap_or_else(|e| panic!("{e}:\n{}", lines.join("\n")))
+        })
+        .collect()
+}
+
+/// Dark (true) or light modules, row by row, from half-block lines: the
+/// foreground colour is the upper module, the background the lower.
+fn modules_of(lines: &[&str]) -> Vec<Vec<bool>> {
+    const DARK: u32 = 16;
+    let mut rows = Vec::new();
+    for line in lines {
+        let (mut top, mut bottom) = (Vec::new(), Vec::new());
+        let (mut fg, mut bg) = (None, None);
+        let mut rest = *line;
+        while let Some(c) = rest.chars().next() {
+            if let Some(seq) = rest.strip_prefix("\u{1b}[") {
+                let end = seq.find('m').expect("an SGR sequence");
+                let params: Vec<u32> = seq[..end]
+                    .split(';')
+                    .map(|p| p.parse().expect("a number"))
+                    .collect();
+                let mut i = 0;
+                while i < params.len() {
+                    match params[i] {
+                        0 => (fg, bg) = (None, None),
+                        38 if params.get(i + 1) == Some(&5) => {
+                            fg = params.get(i + 2).copied();
+                            i += 2;
+                        }
+                        48 if params.get(i + 1) == Some(&5) => {
+                            bg = params.get(i + 2).copied();
+                            i += 2;
+                        }
+                        other => panic!("unexpected SGR parameter {other}"),
+                    }
+                    i += 1;
+                }
+                rest = &seq[end + 1..];
+                continue;
+            }
+            assert_eq!(c, '\u{2580}', "only half blocks are drawn: {line:?}");
+            let (Some(f), Some(b)) = (fg, bg) else {
+                panic!("a block drawn without explicit colours: {line:?}")
+            };
+            top.push(f == DARK);
+            bottom.push(b == DARK);
+            rest = &rest[c.len_utf8()..];
+        }
+        rows.push(top);
+        rows.push(bottom);
+    }
+    rows
+}
+
+/// Decodes a module matrix with its quiet zone around it.
+fn read_modules(rows: &[Vec<bool>]) -> Result<String, String> {
+    let dark_at = |x: usize, y: usize| rows.get(y).and_then(|r| r.get(x)).copied() == Some(true);
+    let cells = rows.iter().enumerate().flat_map(|(y, r)| {
+        r.iter()
+            .enumerate()
+            .filter(|(_, d)| **d)
+            .map(move |(x, _)| (x, y))
+    });
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for (x, y) in cells {
+        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+    }
+    if x0 == usize::MAX {
+        return Err("no dark module".into());
+    }
+    let side = (x1 - x0 + 1).max(y1 - y0 + 1);
+    let (width, height) = (rows[0].len(), rows.len());
+    if x0 < 4 || y0 < 4 || width - 1 - x1 < 4 || height - 1 - y1 < 4 {
+        return Err(format!(
+            "no quiet zone of 4 modules: the code spans ({x0}, {y0})..({x1}, {y1}) of {width}x{height}"
+        ));
+    }
+    let grid = rqrr::SimpleGrid::from_func(side, |x, y| dark_at(x0 + x, y0 + y));
+    rqrr::Grid::new(grid)
+        .decode()
+        .map(|(_, text)| text)
+        .map_err(|e| format!("the drawing does not read: {e:?}"))
 }

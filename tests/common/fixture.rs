@@ -17,6 +17,18 @@ pub async fn start(idle_after: Option<Duration>) -> (Fixture, FixtureClient) {
     (fixture, client)
 }
 
+/// The fixture app showing a new login code every `rotation`.
+pub async fn start_rotating(rotation: Duration) -> (Fixture, FixtureClient) {
+    let fixture = Fixture::start(FixtureOptions {
+        code_rotation: rotation,
+        ..FixtureOptions::default()
+    })
+    .await
+    .expect("fixture starts");
+    let client = FixtureClient::new(&fixture.url());
+    (fixture, client)
+}
+
 /// The fixture's HTTP API.
 pub struct FixtureClient {
     base: String,
@@ -62,9 +74,14 @@ impl FixtureClient {
 
     /// Pairs `code` like a phone scanning it; returns the device id.
     pub async fn pair(&self, code: &str) -> String {
-        let (status, body) = self.post("api/pair", json!({ "code": code })).await;
+        let (status, body) = self.try_pair(code).await;
         assert_eq!(status, 200, "pairing {code}: {body}");
         body["device"].as_str().expect("device id").to_owned()
+    }
+
+    /// `POST /api/pair` with `code`: the status and the JSON answer.
+    pub async fn try_pair(&self, code: &str) -> (u16, Value) {
+        self.post("api/pair", json!({ "code": code })).await
     }
 
     /// Waits for a login screen to show a code, then pairs it.

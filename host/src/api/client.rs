@@ -1,6 +1,7 @@
 //! A client of a running host's admin API, for the CLI (`vigil status`,
-//! `vigil screenshot`, `vigil backup` while the host runs) and the tests.
-//! Answers are kept as JSON values: the caller picks what it shows.
+//! `vigil screenshot`, `vigil login`, `vigil events`, `vigil backup` while
+//! the host runs) and the tests. Answers are kept as JSON values: the
+//! caller picks what it shows.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -16,6 +17,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longer than the server's own bound on backups and restores, so the
 /// server's 504 (with its explanation) arrives first.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(16 * 60);
+/// An event stream has no end; silence this long (three of the server's
+/// keep-alives) means the host is gone.
+const STREAM_SILENCE: Duration = Duration::from_secs(45);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -52,6 +56,26 @@ pub struct ApiClient {
     base: String,
     token: Option<ApiToken>,
     http: reqwest::Client,
+    /// For event streams: no bound on the whole request, one on silence.
+    streaming: reqwest::Client,
+}
+
+/// The QR code a session's page shows (`GET /v1/sessions/{id}/qr`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginQr {
+    /// What the code says. Text from a web page: escape it before printing.
+    pub text: String,
+    /// The code cut out of a screenshot, as PNG.
+    pub png: Vec<u8>,
+}
+
+/// One message of the event stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamItem {
+    /// An event: its number on the host and its body (the webhook body).
+    Event { id: Option<u64>, body: Value },
+    /// The client fell behind and `missed` events were lost.
+    Lagged { missed: u64 },
 }
 
 impl ApiClient {
@@ -73,11 +97,18 @@ impl ApiClient {
             .no_proxy()
             .build()
             .expect("a plain HTTP client builds");
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(STREAM_SILENCE)
+            .no_proxy()
+            .build()
+            .expect("a plain HTTP client builds");
         Self {
             addr,
             base: format!("http://{addr}"),
             token,
             http,
+            streaming,
         }
     }
 
@@ -96,6 +127,11 @@ impl ApiClient {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether a token was found to send.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// Whether a Vigil host answers `/healthz` here (within a second or two).
@@ -179,6 +215,58 @@ impl ApiClient {
             .await
     }
 
+    /// The QR code the session's page shows now; `None` when it shows
+    /// none (the API's `no_qr_code`).
+    pub async fn login_qr(&self, id: &SessionId) -> Result<Option<LoginQr>, ClientError> {
+        let path = format!("/v1/sessions/{id}/qr");
+        let answer = match self.send(reqwest::Method::GET, &path, None).await {
+            Ok(answer) => answer.json().await?,
+            Err(e) if e.code() == Some("no_qr_code") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bad = |reason: &str| ClientError::Protocol {
+            url: format!("{}{path}", self.base),
+            reason: reason.to_owned(),
+        };
+        let text = answer["text"].as_str().ok_or_else(|| bad("no text"))?;
+        let png = answer["png"]
+            .as_str()
+            .and_then(|b| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(b).ok()
+            })
+            .ok_or_else(|| bad("png is not base64"))?;
+        Ok(Some(LoginQr {
+            text: text.to_owned(),
+            png,
+        }))
+    }
+
+    /// The events the host keeps (`GET /v1/events/recent`).
+    pub async fn recent_events(&self) -> Result<Value, ClientError> {
+        self.send(reqwest::Method::GET, "/v1/events/recent", None)
+            .await?
+            .json()
+            .await
+    }
+
+    /// The host's event stream (`GET /v1/events`), after event `after` when
+    /// given (the kept ones are replayed first).
+    pub async fn events(&self, after: Option<u64>) -> Result<EventStream, ClientError> {
+        let path = match after {
+            Some(n) => format!("/v1/events?after={n}"),
+            None => "/v1/events".to_owned(),
+        };
+        let answer = self
+            .send_with(&self.streaming, reqwest::Method::GET, &path, None)
+            .await?;
+        Ok(EventStream {
+            url: answer.url,
+            response: answer.response,
+            buffer: Vec::new(),
+        })
+    }
+
     pub async fn policies(&self) -> Result<Value, ClientError> {
         self.send(reqwest::Method::GET, "/v1/policies", None)
             .await?
@@ -192,8 +280,18 @@ impl ApiClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<Answer, ClientError> {
+        self.send_with(&self.http, method, path, body).await
+    }
+
+    async fn send_with(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Answer, ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url);
+        let mut request = http.request(method, &url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.secret());
         }
@@ -272,6 +370,76 @@ impl Answer {
     }
 }
 
+/// The host's event stream, read one message at a time.
+pub struct EventStream {
+    url: String,
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event or lag notice; `None` when the host ended the stream
+    /// (it is shutting down). Keep-alive comments are skipped.
+    pub async fn next(&mut self) -> Result<Option<StreamItem>, ClientError> {
+        loop {
+            while let Some(block) = take_block(&mut self.buffer) {
+                if let Some(item) = parse_block(&block).map_err(|reason| ClientError::Protocol {
+                    url: self.url.clone(),
+                    reason,
+                })? {
+                    return Ok(Some(item));
+                }
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .map_err(|e| ClientError::Protocol {
+                    url: self.url.clone(),
+                    reason: root_cause(&e),
+                })?;
+            match chunk {
+                Some(bytes) => self.buffer.extend_from_slice(&bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Cuts the first complete message (up to a blank line) off `buffer`.
+fn take_block(buffer: &mut Vec<u8>) -> Option<String> {
+    let end = buffer.windows(2).position(|w| w == b"\n\n")?;
+    let block: Vec<u8> = buffer.drain(..end + 2).collect();
+    Some(String::from_utf8_lossy(&block).into_owned())
+}
+
+/// One server-sent message; `None` for a comment-only block.
+fn parse_block(block: &str) -> Result<Option<StreamItem>, String> {
+    let (mut id, mut name, mut data) = (None, None, Vec::new());
+    for line in block.lines() {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => id = value.parse::<u64>().ok(),
+            "event" => name = Some(value.to_owned()),
+            "data" => data.push(value),
+            _ => {}
+        }
+    }
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let data = data.join("\n");
+    let value: Value =
+        serde_json::from_str(&data).map_err(|e| format!("event {name}: data is not JSON: {e}"))?;
+    if name == "lagged" {
+        return Ok(Some(StreamItem::Lagged {
+            missed: value["missed"].as_u64().unwrap_or(0),
+        }));
+    }
+    Ok(Some(StreamItem::Event { id, body: value }))
+}
+
 /// reqwest's own message is "error sending request"; the cause says why.
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
@@ -279,4 +447,34 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_messages_are_cut_at_blank_lines_and_comments_skipped() {
+        let mut buffer =
+            b": keep-alive\n\nid: 7\nevent: backup.saved\ndata: {\"event\":\"backup.saved\"}\n\nevent: lag"
+                .to_vec();
+        let first = take_block(&mut buffer).unwrap();
+        assert_eq!(parse_block(&first), Ok(None));
+        let second = take_block(&mut buffer).unwrap();
+        assert_eq!(
+            parse_block(&second),
+            Ok(Some(StreamItem::Event {
+                id: Some(7),
+                body: serde_json::json!({ "event": "backup.saved" }),
+            }))
+        );
+        assert_eq!(take_block(&mut buffer), None, "an unfinished message waits");
+        buffer.extend_from_slice(b"ged\ndata: {\"missed\": 3}\n\n");
+        let third = take_block(&mut buffer).unwrap();
+        assert_eq!(
+            parse_block(&third),
+            Ok(Some(StreamItem::Lagged { missed: 3 }))
+        );
+        assert!(parse_block("event: x\ndata: {nope\n\n").is_err());
+    }
 }

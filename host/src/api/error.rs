@@ -30,6 +30,9 @@ pub enum ErrorCode {
     SessionNotFound,
     /// No backup with this id for this session (404).
     BackupNotFound,
+    /// The session's page shows no QR code that can be read (404): it is
+    /// connected, or still loading its login screen.
+    NoQrCode,
     /// Not possible in the session's current state (409), e.g. a screenshot
     /// with no browser, a backup of a page asking for a login.
     StateConflict,
@@ -133,6 +136,7 @@ impl From<SessionError> for ApiError {
             SessionError::Backup(e) => backup_status(&e),
             SessionError::Browser(_) => (StatusCode::BAD_GATEWAY, ErrorCode::BrowserError),
             SessionError::Volume(e) => volume_status(&e),
+            SessionError::Qr { .. } => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         };
         Self::new(status, code, message)
     }

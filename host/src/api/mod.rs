@@ -1,5 +1,6 @@
 //! The HTTP admin API served by `vigil run`: sessions, backups, policy
-//! status, screenshots, `/metrics`, `/healthz` and `/readyz`. Owns the
+//! status, screenshots and login QR codes, the event stream (SSE),
+//! `/metrics`, `/healthz` and `/readyz`. Owns the
 //! routes, the bearer-token check, the JSON shapes of responses and
 //! errors, and the Prometheus text. It only reads and commands sessions
 //! through their [`SessionClient`]s: it never touches a profile, a browser
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::backup::Backups;
+use crate::feed::EventFeed;
 use crate::id::SessionId;
 use crate::journal::Journal;
 use crate::policy::PolicyRuntime;
@@ -75,6 +77,7 @@ pub struct Host {
     journal: Journal,
     backups: Arc<Backups>,
     webhooks: WebhookSender,
+    feed: Arc<EventFeed>,
     started: SystemTime,
 }
 
@@ -91,6 +94,7 @@ impl Host {
             journal: supervisor.journal().clone(),
             backups: Arc::clone(supervisor.backups()),
             webhooks: supervisor.webhook_sender(),
+            feed: Arc::clone(supervisor.feed()),
             started: supervisor.started(),
         }
     }
@@ -115,6 +119,11 @@ impl Host {
     /// Every session's decision journal.
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// The events webhooks carry, for `/v1/events`.
+    pub fn feed(&self) -> &Arc<EventFeed> {
+        &self.feed
     }
 
     /// Deliveries per configured webhook.
@@ -261,6 +270,7 @@ impl Listener {
             Arc::new(metrics::ProcessMetrics::new(host.started())),
         ];
         all.extend(collectors);
+        let (stop, mut stopped) = watch::channel(false);
         let state = Arc::new(routes::AppState {
             host,
             tokens: auth::Tokens {
@@ -268,8 +278,8 @@ impl Listener {
                 read: self.read_token,
             },
             collectors: all,
+            stopping: stopped.clone(),
         });
-        let (stop, mut stopped) = watch::channel(false);
         let router = routes::router(state);
         let task = tokio::spawn(async move {
             let shutdown = async move {

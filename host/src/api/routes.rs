@@ -2,6 +2,7 @@
 //! router is built from [`endpoints`] alone, so [`routes`] is the complete
 //! list the OpenAPI test checks.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +11,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::handler::Handler;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
+use base64::Engine as _;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use super::Host;
 use super::auth::{Tokens, require_token};
@@ -21,6 +26,7 @@ use super::error::{ApiError, ErrorCode};
 use super::metrics::{self, Collector};
 use super::views;
 use crate::backup::BackupId;
+use crate::feed::{Item, Subscription};
 use crate::id::SessionId;
 use crate::journal::Since;
 use crate::session::{SessionClient, SessionError};
@@ -31,11 +37,17 @@ const LONG_OPERATION: Duration = Duration::from_secs(15 * 60);
 /// The same for a restart or a screenshot (a session that is launching
 /// serves them once its page has settled).
 const SHORT_OPERATION: Duration = Duration::from_secs(3 * 60);
+/// A comment line on an idle event stream this often, so proxies and
+/// clients can tell a quiet host from a dead connection.
+const EVENTS_KEEPALIVE: Duration = Duration::from_secs(15);
 
 pub(super) struct AppState {
     pub host: Host,
     pub tokens: Tokens,
     pub collectors: Vec<Arc<dyn Collector>>,
+    /// Turns true when the API shuts down: event streams end then, rather
+    /// than holding the graceful shutdown open.
+    pub stopping: watch::Receiver<bool>,
 }
 
 type Shared = Arc<AppState>;
@@ -95,7 +107,10 @@ fn endpoints() -> Vec<Endpoint> {
             screenshot,
         ),
         endpoint(Method::GET, "/v1/sessions/{id}/journal", TOKEN, journal),
+        endpoint(Method::GET, "/v1/sessions/{id}/qr", TOKEN, login_qr),
         endpoint(Method::GET, "/v1/policies", TOKEN, policies),
+        endpoint(Method::GET, "/v1/events", TOKEN, events),
+        endpoint(Method::GET, "/v1/events/recent", TOKEN, recent_events),
     ]
 }
 
@@ -366,6 +381,108 @@ async fn journal(
         body,
     )
         .into_response())
+}
+
+async fn login_qr(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = session(&state, &id)?;
+    let found = within(
+        "reading its QR code",
+        session,
+        SHORT_OPERATION,
+        session.login_qr(),
+    )
+    .await?;
+    let Some(found) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NoQrCode,
+            format!(
+                "session {}: its page shows no readable QR code (it is {})",
+                session.id(),
+                session.state()
+            ),
+        ));
+    };
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(views::LoginQr {
+            session: session.id().clone(),
+            text: found.text,
+            png: base64::engine::general_purpose::STANDARD.encode(&found.png),
+        }),
+    )
+        .into_response())
+}
+
+// ---------------------------------------------------------------- events
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Replay the kept events numbered above this first.
+    after: Option<u64>,
+}
+
+/// Server-sent events: each event webhooks carry, as `id:` (its number),
+/// `event:` (its name) and `data:` (the webhook body); `lagged` when this
+/// client fell behind and lost some. `Last-Event-ID` (what browsers send
+/// when they reconnect) or `?after=N` replays the kept events after N.
+async fn events(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
+    let Query(query) = query
+        .map_err(|e| ApiError::bad_request(format!("the query must be empty or ?after=N: {e}")))?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("Last-Event-ID must be an event number from this stream")
+                })?,
+        ),
+    };
+    let subscription = state.host.feed().subscribe(last_event_id.or(query.after));
+    let mut stopping = state.stopping.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let stream = futures::stream::unfold(subscription, |mut s: Subscription| async move {
+        let item = s.next().await?;
+        Some((Ok(sse_event(&item)), s))
+    })
+    .take_until(Box::pin(stopped));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(EVENTS_KEEPALIVE)))
+}
+
+fn sse_event(item: &Item) -> sse::Event {
+    match item {
+        Item::Event(p) => sse::Event::default()
+            .id(p.seq.to_string())
+            .event(p.delivery.kind.as_str())
+            .data(p.body()),
+        Item::Lagged { missed } => sse::Event::default()
+            .event("lagged")
+            .data(serde_json::json!({ "missed": missed }).to_string()),
+    }
+}
+
+async fn recent_events(State(state): State<Shared>) -> axum::Json<views::RecentEvents> {
+    let feed = state.host.feed();
+    let recent = feed.recent();
+    axum::Json(views::RecentEvents {
+        last_id: recent.last().map_or_else(|| feed.last_seq(), |p| p.seq),
+        events: recent
+            .iter()
+            .map(|p| serde_json::from_str(p.body()).expect("bodies are JSON"))
+            .collect(),
+    })
 }
 
 // -------------------------------------------------------------- policies

@@ -233,6 +233,27 @@ pub struct Accepted {
     pub message: String,
 }
 
+/// `GET /v1/sessions/{id}/qr`: the QR code the session's page shows.
+#[derive(Serialize)]
+pub struct LoginQr {
+    pub session: SessionId,
+    /// What the code says, as a phone would read it.
+    pub text: String,
+    /// The code cut out of a screenshot, quiet zone included: a greyscale
+    /// PNG, base64.
+    pub png: String,
+}
+
+/// `GET /v1/events/recent`: the events the host keeps, oldest first, each
+/// the very body a webhook receives.
+#[derive(Serialize)]
+pub struct RecentEvents {
+    pub events: Vec<serde_json::Value>,
+    /// The number of the newest event (0 before the first): resume the
+    /// stream after it with `GET /v1/events?after=N`.
+    pub last_id: u64,
+}
+
 /// `GET /healthz`.
 #[derive(Serialize)]
 pub struct Health {

@@ -26,6 +26,13 @@ pub const NO_SUCH_BACKUP: u8 = 6;
 /// The backup is encrypted and no identity opens it (`[backup] identity`
 /// unset, unreadable, or holding another key).
 pub const NO_IDENTITY: u8 = 7;
+/// `vigil login`: no session with this id on the running host.
+pub const NO_SUCH_SESSION: u8 = 8;
+/// `vigil login`: `--timeout` ran out before the session connected.
+pub const TIMED_OUT: u8 = 9;
+/// `vigil login`: the session failed or stopped; it will not connect
+/// without an operator.
+pub const GAVE_UP: u8 = 10;
 
 pub fn code(n: u8) -> ExitCode {
     ExitCode::from(n)

@@ -24,6 +24,10 @@ pub struct Args {
     /// Keep paired devices in this JSON file across restarts.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Show a new login QR code every this many seconds; the code it
+    /// replaces can no longer be paired.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    code_rotation: f64,
 }
 
 fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
@@ -41,6 +45,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         idle_after: seconds("idle-after", args.idle_after)?,
         auto_pair_after: seconds("auto-pair", args.auto_pair)?,
         state_file: args.state,
+        code_rotation: seconds("code-rotation", Some(args.code_rotation))?
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| anyhow::anyhow!("--code-rotation must be more than 0 seconds"))?,
     })
     .await?;
     println!("{}", fixture.url());

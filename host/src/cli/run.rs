@@ -29,6 +29,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
                 idle_after: f.idle_after_secs.map(|s| s.get()),
                 auto_pair_after: f.auto_pair_after_secs.map(|s| s.get()),
                 state_file: f.state_file.clone(),
+                code_rotation: f
+                    .code_rotation_secs
+                    .map_or(vigil_fixture::DEFAULT_CODE_ROTATION, |s| s.get()),
             })
             .await
             .context("[fixture]")?;

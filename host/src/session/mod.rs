@@ -31,6 +31,7 @@ use crate::browser::BrowserError;
 use crate::id::SessionId;
 use crate::journal::Journal;
 use crate::policy::PolicyRuntime;
+use crate::qr::{FoundQr, QrError};
 use crate::volume::VolumeError;
 
 pub use spec::{DEFAULT_PROBE, SessionSpec};
@@ -118,6 +119,8 @@ pub enum SessionError {
     Browser(#[from] BrowserError),
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    #[error("session {session}: cannot look for a QR code in its screenshot: {source}")]
+    Qr { session: SessionId, source: QrError },
 }
 
 impl SessionError {
@@ -206,6 +209,24 @@ impl SessionClient {
     /// A PNG of the page as it is now.
     pub async fn screenshot(&self) -> Result<Vec<u8>, SessionError> {
         self.ask(|reply| Command::Screenshot { reply }).await
+    }
+
+    /// The QR code the page shows now (a login code, typically), read from
+    /// a screenshot as a phone would read it; `None` when none is visible.
+    /// The decoding runs off the session's task and off the async workers.
+    pub async fn login_qr(&self) -> Result<Option<FoundQr>, SessionError> {
+        let png = self.screenshot().await?;
+        // The decoder's own panics are caught inside; a join error is the
+        // runtime shutting down.
+        tokio::task::spawn_blocking(move || crate::qr::find_in_png(&png))
+            .await
+            .map_err(|_| SessionError::Stopped {
+                session: self.id.clone(),
+            })?
+            .map_err(|source| SessionError::Qr {
+                session: self.id.clone(),
+                source,
+            })
     }
 
     async fn ask<T>(

@@ -30,6 +30,15 @@ pub enum Event {
         to: SessionState,
         reason: String,
     },
+    /// A session's page asks for a login. Follows the state change to
+    /// `needs-login` once the login screen was looked at.
+    SessionNeedsLogin {
+        session: SessionId,
+        /// The text of the QR code the page showed, as a phone would read
+        /// it; `None` when no readable QR code was visible. Codes rotate:
+        /// `GET /v1/sessions/{id}/qr` has the current one.
+        qr: Option<String>,
+    },
     BackupSaved {
         session: SessionId,
         backup: BackupId,
@@ -80,6 +89,7 @@ pub enum RestoreSource {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
     SessionStateChanged,
+    SessionNeedsLogin,
     BackupSaved,
     BackupFailed,
     RestoreDone,
@@ -90,8 +100,9 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         Self::SessionStateChanged,
+        Self::SessionNeedsLogin,
         Self::BackupSaved,
         Self::BackupFailed,
         Self::RestoreDone,
@@ -104,6 +115,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SessionStateChanged => "session.state_changed",
+            Self::SessionNeedsLogin => "session.needs_login",
             Self::BackupSaved => "backup.saved",
             Self::BackupFailed => "backup.failed",
             Self::RestoreDone => "restore.done",
@@ -132,6 +144,7 @@ impl Event {
     pub fn kind(&self) -> EventKind {
         match self {
             Event::SessionStateChanged { .. } => EventKind::SessionStateChanged,
+            Event::SessionNeedsLogin { .. } => EventKind::SessionNeedsLogin,
             Event::BackupSaved { .. } => EventKind::BackupSaved,
             Event::BackupFailed { .. } => EventKind::BackupFailed,
             Event::RestoreDone { .. } => EventKind::RestoreDone,
@@ -153,6 +166,7 @@ impl Event {
                 to,
                 reason,
             } => json!({ "session": session, "from": from, "to": to, "reason": reason }),
+            Event::SessionNeedsLogin { session, qr } => json!({ "session": session, "qr": qr }),
             Event::BackupSaved {
                 session,
                 backup,
@@ -410,6 +424,30 @@ mod tests {
             event.data(),
             json!({ "session": "main", "from": "connected", "to": "needs-login", "reason": "probe: needs-login" })
         );
+    }
+
+    #[test]
+    fn needs_login_carries_the_qr_text_or_null() {
+        let event = Event::SessionNeedsLogin {
+            session: session(),
+            qr: Some("2@abc,def==".into()),
+        };
+        assert_eq!(event.kind().as_str(), "session.needs_login");
+        assert!(
+            "session.*"
+                .parse::<EventPattern>()
+                .unwrap()
+                .matches(event.kind())
+        );
+        assert_eq!(
+            event.data(),
+            json!({ "session": "main", "qr": "2@abc,def==" })
+        );
+        let unreadable = Event::SessionNeedsLogin {
+            session: session(),
+            qr: None,
+        };
+        assert_eq!(unreadable.data(), json!({ "session": "main", "qr": null }));
     }
 
     #[test]

@@ -300,20 +300,34 @@ impl WebhookSender {
     /// returns at once. Never blocks and never fails: a full queue drops its
     /// oldest event (counted, logged), and after shutdown events are ignored.
     pub fn send(&self, event: Event) {
-        let kind = event.kind();
-        let mut wanting = self
-            .shared
-            .hooks
-            .iter()
-            .filter(|h| h.events.iter().any(|p| p.matches(kind)))
-            .peekable();
-        if wanting.peek().is_none() {
+        if !self.wants(event.kind()) {
             return;
         }
-        let delivery = Arc::new(Delivery::new(&event, &self.shared.host, chrono::Utc::now()));
-        for hook in wanting {
-            hook.enqueue(delivery.clone());
+        let delivery = Delivery::new(&event, &self.shared.host, chrono::Utc::now());
+        self.send_delivery(Arc::new(delivery));
+    }
+
+    /// Like [`send`](Self::send), for an event already made into a body
+    /// (the event feed makes each body once, so webhooks and the API's
+    /// event stream carry the very same bytes).
+    pub fn send_delivery(&self, delivery: Arc<Delivery>) {
+        for hook in &self.shared.hooks {
+            if hook.events.iter().any(|p| p.matches(delivery.kind)) {
+                hook.enqueue(delivery.clone());
+            }
         }
+    }
+
+    fn wants(&self, kind: EventKind) -> bool {
+        self.shared
+            .hooks
+            .iter()
+            .any(|h| h.events.iter().any(|p| p.matches(kind)))
+    }
+
+    /// The `host` field of every body: this machine's host name.
+    pub fn host(&self) -> &str {
+        &self.shared.host
     }
 
     /// Counters of every webhook, in config order.
