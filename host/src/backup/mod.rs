@@ -9,13 +9,18 @@
 //! period). `<id>.failed.json` marks a backup found damaged.
 //!
 //! Keeping each session under its own prefix leaves room for several hosts
-//! sharing one store (leases, fencing) without moving objects.
+//! sharing one store without moving objects. In a fleet, the owner passes
+//! a [`Fence`]: its epoch goes into the manifest, and it confirms it still
+//! owns the session right before the manifest is written; listings under
+//! a [`Lineage`] refuse what a fenced owner published late. The fleet's
+//! own objects live under `.fleet/`, a name no session id can take.
 //!
 //! This module never imports `session`, `supervisor`, `browser` or
 //! `policy`, and knows no web app: the caller brings the profile's
 //! critical files and a [`Quiesce`] hook to stop writers during a backup.
 
 mod import;
+mod lineage;
 mod listing;
 mod manifest;
 mod prune;
@@ -33,6 +38,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore};
 
 pub use import::{ImportReport, import};
+pub use lineage::{Lineage, Seal};
 pub use manifest::{BackupId, FailureMark, MANIFEST_FORMAT, Manifest};
 pub use retention::{Verdict, plan as plan_retention};
 
@@ -56,6 +62,17 @@ pub trait Quiesce: Send + Sync {
 
 pub type HookFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HookError>> + Send + 'a>>;
 pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The owner side of a fleet as a backup sees it. A single host passes
+/// none.
+pub trait Fence: Send + Sync {
+    /// The owner epoch stamped into the manifest.
+    fn epoch(&self) -> u64;
+    /// Called once the archive is stored, right before the manifest (the
+    /// commit point) is written: an error means this host no longer owns
+    /// the session, and nothing is published.
+    fn confirm<'a>(&'a self, session: &'a SessionId) -> HookFuture<'a>;
+}
 
 /// For callers with no browser running (the offline CLI): nothing to stop.
 pub struct NoQuiesce;
@@ -214,6 +231,14 @@ pub enum BackupError {
     },
     #[error("identity file {}: {reason}", path.display())]
     Identity { path: PathBuf, reason: String },
+    #[error(
+        "session {session}: this host no longer owns it (epoch {epoch}); the backup was not published: {source}"
+    )]
+    Fenced {
+        session: SessionId,
+        epoch: u64,
+        source: HookError,
+    },
     #[error("session {session}: the quiesce hook failed: {source}")]
     Quiesce {
         session: SessionId,

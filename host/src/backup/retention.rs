@@ -35,9 +35,7 @@ pub fn plan(
     keep_last: KeepLast,
 ) -> Vec<(BackupId, Verdict)> {
     let mut sorted: Vec<&BackupEntry> = entries.iter().collect();
-    sorted.sort_by(|a, b| {
-        (b.manifest.created, &b.manifest.id).cmp(&(a.manifest.created, &a.manifest.id))
-    });
+    sorted.sort_by(|a, b| b.manifest.order().cmp(&a.manifest.order()));
     let cutoff = now - Duration::days(i64::from(keep_days));
     let mut good_kept = 0;
     sorted
@@ -82,6 +80,7 @@ mod tests {
                 encrypted: false,
                 mode: "quiesce".into(),
                 excludes: vec![],
+                epoch: None,
             },
             failure: failed.then(|| FailureMark {
                 reason: "bad".into(),
