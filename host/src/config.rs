@@ -66,6 +66,11 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     #[serde(default, rename = "webhooks")]
     pub webhook_delivery: WebhookDelivery,
+    /// `[fleet]`: when present, this host shares the store with other
+    /// hosts and runs only the sessions it owns (see README "Running a
+    /// fleet").
+    #[serde(default)]
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// `[service]`: how `vigil run` drives its sessions.
@@ -214,26 +219,30 @@ pub struct PolicyConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// One `[[session]]`.
-#[derive(Debug, Clone, Deserialize)]
+/// One `[[session]]`; also what the fleet's catalog stores for each
+/// session, whether it came from a `vigil.toml` or the API.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
     pub id: SessionId,
     /// The web app this session keeps open.
     pub url: AppUrl,
     /// Overrides `[backup] critical` for this session's web app.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critical: Option<Vec<ProfilePath>>,
     /// How to tell the page's state (see README "The probe"). Default: the
     /// page counts as connected once it has loaded.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<crate::browser::Probe>,
     /// Overrides `[service] probe_interval_secs`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_interval_secs: Option<Seconds>,
     /// Overrides `[service] connect_timeout_secs`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_secs: Option<Seconds>,
+    /// In a fleet: the hosts it may run on (globs on host ids); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<crate::fleet::HostPattern>,
 }
 
 /// One `[[webhook]]`: a receiver of signed event notifications. Its secret
@@ -462,6 +471,9 @@ impl Config {
         if let Some((span, message)) = duplicate_session(text) {
             return Err(invalid(Some(span), message));
         }
+        if let Some((span, message)) = fleet_without_shared_store(&config, text) {
+            return Err(invalid(Some(span), message));
+        }
         Ok(config)
     }
 
@@ -520,6 +532,39 @@ fn duplicate_session(text: &str) -> Option<(std::ops::Range<usize>, String)> {
         }
     }
     None
+}
+
+/// A fleet needs a store whose conditional writes every host sees: a
+/// local folder or an in-process memory store fences nothing across
+/// machines. Checked on a second pass that finds the `[fleet]` table.
+fn fleet_without_shared_store(
+    config: &Config,
+    text: &str,
+) -> Option<(std::ops::Range<usize>, String)> {
+    config.fleet.as_ref()?;
+    let why = match &config.backup.store {
+        StoreUrl::File(_) => "a file:// store is one machine's folder",
+        StoreUrl::Remote(url) if url.scheme() == "memory" => {
+            "a memory:// store lives in one process"
+        }
+        StoreUrl::Remote(_) => return None,
+    };
+    #[derive(Deserialize)]
+    struct Fleet {
+        fleet: toml::Spanned<toml::Value>,
+    }
+    let span = toml::from_str::<Fleet>(text)
+        .map(|f| f.fleet.span())
+        .unwrap_or(0..0);
+    Some((
+        span,
+        format!(
+            "[fleet] needs a store every host shares with atomic conditional writes \
+             (s3://, gs://, az://), but [backup] store = \"{}\": {why}, so it cannot stop two \
+             hosts from running the same session. Remove [fleet] to run one host on it",
+            config.backup.store
+        ),
+    ))
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -587,6 +632,12 @@ pub struct Seconds(std::time::Duration);
 impl Seconds {
     pub fn get(self) -> std::time::Duration {
         self.0
+    }
+}
+
+impl serde::Serialize for Seconds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0.as_secs_f64())
     }
 }
 
@@ -909,6 +960,12 @@ impl fmt::Display for AppUrl {
     }
 }
 
+impl serde::Serialize for AppUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
 impl<'de> Deserialize<'de> for AppUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?
@@ -1051,6 +1108,61 @@ allow_http = true
             Some(Path::new("/srv/vigil/keys/backup.txt"))
         );
         assert!(c.backup.s3.path_style && c.backup.s3.allow_http);
+    }
+
+    #[test]
+    fn a_fleet_reads_with_defaults_and_pins() {
+        let c = parse(
+            r#"
+[backup]
+store = "s3://bucket/vigil"
+[fleet]
+host_id = "eu-1"
+max_sessions = 4
+[[session]]
+id = "main"
+url = "https://a.example"
+hosts = ["eu-*"]
+"#,
+        )
+        .unwrap();
+        let fleet = c.fleet.unwrap();
+        assert_eq!(fleet.host_id.as_str(), "eu-1");
+        assert_eq!(fleet.lease, Duration::from_secs(30));
+        assert_eq!(fleet.renew, Duration::from_secs(10));
+        assert_eq!(fleet.max_sessions, Some(4));
+        assert!(c.sessions[0].hosts[0].matches(&fleet.host_id));
+    }
+
+    #[test]
+    fn a_fleet_on_a_local_or_memory_store_is_refused_at_its_table() {
+        for store in ["file://./backups", "memory://"] {
+            let (line, _, message) = error_at(&format!(
+                "[backup]\nstore = \"{store}\"\n\n[fleet]\nhost_id = \"a\"\n"
+            ));
+            assert_eq!(line, 4, "{message}");
+            assert!(
+                message.contains("[fleet] needs a store every host shares"),
+                "{message}"
+            );
+            assert!(
+                message.contains(store.trim_end_matches("./backups")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn fleet_timing_that_cannot_fence_safely_is_refused() {
+        let (line, _, message) = error_at(
+            "[backup]\nstore = \"s3://b/v\"\n[fleet]\nhost_id = \"a\"\nlease_secs = 20\nrenew_secs = 10\n",
+        );
+        assert!(line >= 3, "{line}: {message}");
+        assert!(message.contains("at least 3 x renew_secs"), "{message}");
+        let (_, _, message) = error_at("[fleet]\nhost_id = \"a/b\"\n");
+        assert!(message.contains("a/b"), "{message}");
+        let (_, _, message) = error_at("[fleet]\nhost_id = \"a\"\nleases = 3\n");
+        assert!(message.contains("leases"), "{message}");
     }
 
     #[test]

@@ -15,15 +15,17 @@
 //!   policies, with limits, fallbacks and hot reload.
 //! - [`browser`]: Chromium through chromiumoxide: launch, probe, act.
 //! - [`session`]: one session's life, the state machine.
+//! - [`fleet`]: many hosts on one store: the catalog of sessions, host
+//!   membership, ownership with fencing, placement.
 //! - [`supervisor`]: all sessions: start, restore, stop, drain.
 //! - [`webhook`]: signed event notifications to the operator's services.
 //! - [`api`]: the HTTP admin API, `/metrics`, and its client.
 //! - [`systemd`]: READY / WATCHDOG / STOPPING notifications.
 //!
-//! Dependencies point one way: `supervisor` -> `session` -> (`browser`,
-//! `volume`, `backup`, `policy`). `volume`, `archive`, `backup` and `policy`
-//! never import `session` or `supervisor`, and nothing here knows a web app
-//! by name.
+//! Dependencies point one way: `supervisor` -> (`fleet`, `session`) ->
+//! (`browser`, `volume`, `backup`, `policy`). `volume`, `archive`, `backup`
+//! and `policy` never import `session`, `fleet` or `supervisor`, and nothing
+//! here knows a web app by name.
 
 pub mod api;
 pub mod archive;
@@ -31,6 +33,7 @@ pub mod backup;
 pub mod browser;
 pub mod config;
 pub mod fixture;
+pub mod fleet;
 pub mod id;
 pub mod policy;
 pub mod schedule;

@@ -329,6 +329,21 @@ impl Backups {
         &self.url
     }
 
+    /// The opened store, for the fleet's own objects beside the backups.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Where Vigil's objects live inside the store.
+    pub fn root(&self) -> &StorePath {
+        &self.root
+    }
+
+    /// For `file://` stores: the folder.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local_dir.as_deref()
+    }
+
     pub fn options(&self) -> &BackupOptions {
         &self.options
     }
