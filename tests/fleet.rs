@@ -21,8 +21,8 @@ use vigil::fleet::{
 use vigil::id::SessionId;
 
 fn host_config(name: &str) -> FleetConfig {
-    // Short leases so the stories take seconds: fenced after 4 s without a
-    // renewal, declared dead after 6 s of silence.
+    // Short leases so the stories take seconds: fenced after 4.5 s without
+    // a renewal, declared dead after 6 s of silence.
     FleetConfig {
         lease: Duration::from_secs(6),
         renew: Duration::from_secs(2),
@@ -277,7 +277,12 @@ async fn a_host_that_cannot_renew_fences_itself_before_anyone_takes_over_and_rej
     a.claim(&session, &backups).await.unwrap();
     let a_first = a.member();
 
-    clock.advance(Duration::from_secs(4));
+    clock.advance(Duration::from_millis(4_400));
+    assert!(
+        !a.is_fenced(),
+        "not yet: 4.4 s is short of three quarters of the lease"
+    );
+    clock.advance(Duration::from_millis(100));
     assert!(a.is_fenced(), "past its fence time, a knows at once");
     assert!(!a.may_run(&session));
     let mut standing = a.standing();

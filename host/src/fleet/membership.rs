@@ -304,8 +304,7 @@ impl Fleet {
     /// fence time on the clock even if the watch has not noticed yet (just
     /// back from a pause or a suspend). Ask before acting on a session.
     pub fn is_fenced(&self) -> bool {
-        self.inner.fence_due().is_some()
-            || self.inner.run.lock().expect("run lock").fenced.is_some()
+        self.inner.fenced_now()
     }
 
     /// Stops taking sessions and tells the others (draining): the caller
@@ -361,6 +360,23 @@ impl Inner {
         })
     }
 
+    /// Whether this run is fenced, latching the fence the moment its time
+    /// has passed: a run past its fence time stays fenced even if a late
+    /// renewal then succeeds (its browsers may have been stopped, or should
+    /// have been).
+    pub(super) fn fenced_now(&self) -> bool {
+        if self.run.lock().expect("run lock").fenced.is_some() {
+            return true;
+        }
+        match self.fence_due() {
+            Some(reason) => {
+                self.fence(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn record(&self, run: &Run, state: HostState) -> HostRecord {
         HostRecord {
             format: RECORD_FORMAT,
@@ -399,6 +415,7 @@ impl Inner {
             let mut run = self.run.lock().expect("run lock");
             run.version = Some(version);
             run.confirmed = sent;
+            run.fenced = None;
         }
         self.standing.send_replace(Standing::Active {
             member: member.clone(),
@@ -672,10 +689,7 @@ impl Inner {
                 _ = tokio::time::sleep(period) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let active = self.run.lock().expect("run lock").fenced.is_none();
-            if active && let Some(reason) = self.fence_due() {
-                self.fence(reason);
-            }
+            self.fenced_now();
         }
     }
 
@@ -683,14 +697,14 @@ impl Inner {
     async fn renewer(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
         let retry =
-            (self.config.renew / 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
+            (self.config.renew / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let mut next = tokio::time::Instant::now() + self.config.renew;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            if self.run.lock().expect("run lock").fenced.is_some() {
+            if self.fenced_now() {
                 tokio::select! {
                     _ = self.fence_ack.notified() => {}
                     _ = stop.wait_for(|s| *s) => return,
@@ -760,8 +774,8 @@ impl Inner {
                 host: self.config.host_id.clone(),
                 incarnation: Incarnation::new(),
             };
+            // Still fenced (nothing may run) until the new run has joined.
             run.version = None;
-            run.fenced = None;
         }
         self.standing.send_replace(Standing::Joining);
         loop {

@@ -47,7 +47,7 @@
 //! A run drives a session only while (a) its claim of the owner record
 //! succeeded and nobody changed that record since, and (b) it is not
 //! fenced: its last *confirmed* renewal was sent less than `fence_after`
-//! (two thirds of the lease) ago, on its own clock.
+//! (three quarters of the lease) ago, on its own clock.
 //!
 //! The owner record moves away from run R only by R's release (R stopped
 //! the session first) or by a claim that found R dead or gone. R is dead
@@ -59,7 +59,7 @@
 //! R's last confirmed renewal is therefore the write of V or an earlier
 //! one, sent before the observer first saw V: R fenced itself at the
 //! latest `fence_after` after that sending,
-//! which is at least `lease - fence_after` (the margin, a third of the
+//! which is at least `lease - fence_after` (the margin, a quarter of the
 //! lease) before the tombstone, and so before any claim of R's sessions.
 //! The two clocks involved are each machine's own; only their rates must
 //! agree, which they do to parts per million.
@@ -85,8 +85,9 @@
 //!
 //! # When the store is unreachable
 //!
-//! Nothing changes for `fence_after - renew` (20 s by default): renewals
-//! are retried, browsers keep running. Then every host fences itself and
+//! Nothing changes for an outage shorter than `fence_after - renew` less
+//! a second (11.5 s by default), whenever it starts: renewals are retried
+//! every second, browsers keep running. Then every host fences itself and
 //! stops its browsers, since nobody can tell a dead host from a cut-off
 //! one. No host is declared dead while listings fail (no evidence). When
 //! the store answers again, each host retires its fenced run, joins as a

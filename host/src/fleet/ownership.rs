@@ -245,11 +245,11 @@ impl Fleet {
 impl Inner {
     /// This run, if it may act (joined, not fenced).
     fn active_member(&self) -> Result<Member, FleetError> {
-        if self.fence_due().is_some() {
+        if self.fenced_now() {
             return Err(FleetError::Fenced);
         }
         let run = self.run.lock().expect("run lock");
-        if run.fenced.is_some() || run.version.is_none() {
+        if run.version.is_none() {
             return Err(FleetError::Fenced);
         }
         if run.draining {
@@ -314,9 +314,7 @@ impl backup::Fence for OwnerFence {
 
     fn confirm<'a>(&'a self, session: &'a SessionId) -> HookFuture<'a> {
         Box::pin(async move {
-            if self.inner.fence_due().is_some()
-                || self.inner.run.lock().expect("run lock").fenced.is_some()
-            {
+            if self.inner.fenced_now() {
                 return Err("this host is fenced".into());
             }
             let current = bounded(
