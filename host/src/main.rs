@@ -46,6 +46,12 @@ enum Command {
     Storage(cli::storage::Command),
     #[command(flatten)]
     Host(cli::status::Command),
+    /// Add, remove and list sessions while Vigil runs (the catalog in the
+    /// backup store).
+    Session {
+        #[command(subcommand)]
+        command: cli::session::Command,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +74,7 @@ fn main() -> ExitCode {
             Command::Fixture(args) => cli::fixture::run(args).await,
             Command::Storage(command) => cli::storage::run(&cli.config, command).await,
             Command::Host(command) => cli::status::run(&cli.config, command).await,
+            Command::Session { command } => cli::session::run(&cli.config, command).await,
         }
     });
     match outcome {

@@ -123,6 +123,24 @@ impl ApiClient {
             .await
     }
 
+    /// Adds a session (`body` is its `[[session]]` as JSON); the new
+    /// session as the host sees it.
+    pub async fn add_session(&self, body: Value) -> Result<Value, ClientError> {
+        self.send(reqwest::Method::POST, "/v1/sessions", Some(body))
+            .await?
+            .json()
+            .await
+    }
+
+    /// Removes a session (and its backups with `forget`).
+    pub async fn remove_session(&self, id: &SessionId, forget: bool) -> Result<Value, ClientError> {
+        let path = format!("/v1/sessions/{id}?forget={forget}");
+        self.send(reqwest::Method::DELETE, &path, None)
+            .await?
+            .json()
+            .await
+    }
+
     pub async fn session(&self, id: &SessionId) -> Result<Value, ClientError> {
         self.send(reqwest::Method::GET, &format!("/v1/sessions/{id}"), None)
             .await?

@@ -27,6 +27,10 @@ pub const NO_SUCH_BACKUP: u8 = 6;
 /// unset, unreadable, or holding another key).
 pub const NO_IDENTITY: u8 = 7;
 
+/// The session already exists (`session add`), or is defined in a
+/// vigil.toml and cannot be removed through the API (`session remove`).
+pub const SESSION_CONFLICT: u8 = 8;
+
 pub fn code(n: u8) -> ExitCode {
     ExitCode::from(n)
 }
@@ -56,6 +60,7 @@ pub fn of_client_error(e: &ClientError) -> u8 {
             Some("no_good_backup" | "backup_damaged") => NO_GOOD_BACKUP,
             Some("backup_not_found") => NO_SUCH_BACKUP,
             Some("no_identity") => NO_IDENTITY,
+            Some("session_exists" | "defined_in_config") => SESSION_CONFLICT,
             _ => ERROR,
         },
     }
