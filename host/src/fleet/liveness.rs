@@ -58,13 +58,20 @@ impl Liveness {
         }
     }
 
-    /// Takes in one successful listing of the membership records, started
-    /// at `now` on this observer's clock.
+    /// Takes in one successful listing of the membership records, sent at
+    /// `started` and answered at `finished` on this observer's clock.
+    ///
+    /// Both ends are read on the safe side. A version first seen counts
+    /// from `finished`: it may have been written while the listing ran, but
+    /// not after it answered. A version still there counts as current at
+    /// `started`: the listing reflects some instant no earlier than that.
     pub fn observe(
         &mut self,
         listed: impl IntoIterator<Item = (Member, Version)>,
-        now: Duration,
+        started: Duration,
+        finished: Duration,
     ) -> Changes {
+        let now = finished;
         let mut changes = Changes::default();
         let mut next = BTreeMap::new();
         for (member, version) in listed {
@@ -90,7 +97,7 @@ impl Liveness {
         changes.vanished = std::mem::replace(&mut self.seen, next)
             .into_keys()
             .collect();
-        self.listed_at = Some(now);
+        self.listed_at = Some(started);
         self.listings += 1;
         changes
     }
@@ -165,7 +172,11 @@ mod tests {
         let a = member("a");
         let mut l = Liveness::new(LEASE);
         for tick in 0..20u64 {
-            l.observe([(a.clone(), v(&tick.to_string()))], secs(tick * 10));
+            l.observe(
+                [(a.clone(), v(&tick.to_string()))],
+                secs(tick * 10),
+                secs(tick * 10),
+            );
             assert!(l.expired().is_empty());
         }
     }
@@ -176,25 +187,56 @@ mod tests {
         let mut l = Liveness::new(LEASE);
         // The observer starts at 1000 s of its own uptime; a's version is
         // already old, but the observer cannot know: it counts from now.
-        l.observe([(a.clone(), v("a1")), (b.clone(), v("b1"))], secs(1000));
-        l.observe([(a.clone(), v("a1")), (b.clone(), v("b2"))], secs(1010));
-        l.observe([(a.clone(), v("a1")), (b.clone(), v("b3"))], secs(1020));
+        l.observe(
+            [(a.clone(), v("a1")), (b.clone(), v("b1"))],
+            secs(1000),
+            secs(1000),
+        );
+        l.observe(
+            [(a.clone(), v("a1")), (b.clone(), v("b2"))],
+            secs(1010),
+            secs(1010),
+        );
+        l.observe(
+            [(a.clone(), v("a1")), (b.clone(), v("b3"))],
+            secs(1020),
+            secs(1020),
+        );
         assert!(l.expired().is_empty(), "29 s is not a lease");
-        l.observe([(a.clone(), v("a1")), (b.clone(), v("b4"))], secs(1030));
+        l.observe(
+            [(a.clone(), v("a1")), (b.clone(), v("b4"))],
+            secs(1030),
+            secs(1030),
+        );
         assert_eq!(l.expired(), vec![(a.clone(), v("a1"))]);
         assert_eq!(l.unchanged_for(&a), Some(LEASE));
+    }
+
+    #[test]
+    fn a_slow_listing_counts_on_the_safe_side_at_both_ends() {
+        let a = member("a");
+        let mut l = Liveness::new(LEASE);
+        // a's version may have landed while this 5 s listing ran: count from
+        // its answer, not its start.
+        l.observe([(a.clone(), v("a1"))], secs(0), secs(5));
+        // Still there in a listing sent at 34 s: current at 34 s at least,
+        // 29 s after the first answer. Not a lease.
+        l.observe([(a.clone(), v("a1"))], secs(34), secs(40));
+        assert!(l.expired().is_empty());
+        l.observe([(a.clone(), v("a1"))], secs(35), secs(36));
+        assert_eq!(l.expired().len(), 1);
     }
 
     #[test]
     fn nothing_expires_without_a_fresh_listing() {
         let a = member("a");
         let mut l = Liveness::new(LEASE);
-        l.observe([(a.clone(), v("a1"))], secs(0));
+        l.observe([(a.clone(), v("a1"))], secs(0), secs(0));
         // The store could not be listed for a minute: no listing, no
         // evidence, no verdict.
         assert!(l.expired().is_empty());
         // The first listing after the outage shows a renewal: alive.
-        l.observe([(a.clone(), v("a7"))], secs(60));
+        l.observe([(a.clone(), v("a7"))], secs(60), secs(60));
         assert!(l.expired().is_empty());
     }
 
@@ -202,8 +244,16 @@ mod tests {
     fn listings_report_what_appeared_changed_and_vanished() {
         let (a, b, c) = (member("a"), member("b"), member("c"));
         let mut l = Liveness::new(LEASE);
-        l.observe([(a.clone(), v("a1")), (b.clone(), v("b1"))], secs(0));
-        let ch = l.observe([(a.clone(), v("a2")), (c.clone(), v("c1"))], secs(10));
+        l.observe(
+            [(a.clone(), v("a1")), (b.clone(), v("b1"))],
+            secs(0),
+            secs(0),
+        );
+        let ch = l.observe(
+            [(a.clone(), v("a2")), (c.clone(), v("c1"))],
+            secs(10),
+            secs(10),
+        );
         assert_eq!(ch.appeared, vec![c.clone()]);
         assert_eq!(ch.changed, vec![a.clone()]);
         assert_eq!(ch.vanished, vec![b.clone()]);

@@ -485,12 +485,13 @@ impl Inner {
             .iter()
             .filter_map(|l| Some((Member::from_object_name(&l.name)?, l.version.clone())))
             .collect();
+        let finished = self.clock.now();
         let changes = self
             .observed
             .lock()
             .expect("observed lock")
             .liveness
-            .observe(members, started);
+            .observe(members, started, finished);
 
         let mut fetched = Vec::new();
         for m in changes.appeared.iter().chain(&changes.changed) {
