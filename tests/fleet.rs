@@ -503,3 +503,91 @@ async fn a_host_that_leaves_is_gone_at_once_and_others_see_each_other() {
     assert_eq!(a.stats().hosts_declared_dead, 0, "a leaver is not a death");
     a.leave().await;
 }
+
+/// Runs the `vigil` binary; exit code, stdout, stderr.
+fn vigil(s: &Setup, args: &[&str]) -> (i32, String, String) {
+    let out = s.vigil().args(args).output().expect("run vigil");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_and_the_hosts_show_from_the_store_without_a_running_host() {
+    let s = Setup::new(StoreKind::S3, "");
+    let (code, out, err) = vigil(&s, &["session", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["sessions"][0]["id"], "main");
+    assert_eq!(
+        listed["sessions"][0]["from"],
+        "vigil.toml (not in the catalog yet)"
+    );
+
+    let store = FleetStore::of(&s.backups());
+    let a = start(&s, "a").await;
+    catalog::seed(&store, &s.config.sessions, &HostId::new("a").unwrap())
+        .await
+        .unwrap();
+    catalog::add(&store, api_session("support"), &HostId::new("a").unwrap())
+        .await
+        .unwrap();
+    a.claim(&SessionId::new("support").unwrap(), &s.backups())
+        .await
+        .unwrap();
+    let (code, out, err) = vigil(&s, &["session", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("main") && out.contains("vigil.toml (a)"),
+        "{out}"
+    );
+    assert!(out.contains("support") && out.contains("api (a)"), "{out}");
+
+    // a's record names what it owns once it renewed after the claim.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !vigil::fleet::membership::snapshot(&store)
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.owned.contains_key(&SessionId::new("support").unwrap()))
+    {
+        assert!(Instant::now() < deadline, "a's renewal names support");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, out, err) = vigil(&s, &["hosts", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let hosts: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hosts = hosts["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert_eq!(hosts[0]["host"], "a");
+    assert_eq!(hosts[0]["incarnation"], a.member().incarnation.as_str());
+    assert_eq!(hosts[0]["state"]["state"], "active");
+    assert_eq!(hosts[0]["owned"]["support"], 1);
+    let (code, table, _) = vigil(&s, &["hosts"]);
+    assert_eq!(code, 0);
+    assert!(table.starts_with("HOST"), "{table}");
+    assert!(table.contains("1 support"), "{table}");
+    a.leave().await;
+    let (_, out, _) = vigil(&s, &["hosts", "--json"]);
+    assert!(out.contains("\"hosts\": []"), "a left: {out}");
+
+    // Adding needs the running host.
+    let (code, _, err) = vigil(&s, &["session", "add", "x", "--url", "http://127.0.0.1:9/"]);
+    assert_eq!(code, 5, "{err}");
+}
+
+#[test]
+fn vigil_run_says_plainly_that_it_does_not_run_a_fleet_yet() {
+    let s = Setup::new(StoreKind::S3, "");
+    let mut text = std::fs::read_to_string(&s.config_path).unwrap();
+    text.push_str("\n[api]\nlisten = \"127.0.0.1:0\"\n\n[fleet]\nhost_id = \"a\"\n");
+    std::fs::write(&s.config_path, text).unwrap();
+    let (code, _, err) = vigil(&s, &["run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("[fleet] is not run by `vigil run` yet"),
+        "{err}"
+    );
+}

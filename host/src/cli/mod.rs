@@ -4,6 +4,7 @@
 
 pub mod exit;
 pub mod fixture;
+pub mod fleet;
 pub mod policy;
 pub mod run;
 pub mod session;

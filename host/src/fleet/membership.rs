@@ -845,6 +845,24 @@ async fn probe_conditional_writes(store: &FleetStore) -> Result<(), FleetError> 
     outcome
 }
 
+/// Every membership record in the store as it is now, one read each: what
+/// `vigil hosts` shows without joining. Liveness is not judged here (that
+/// takes watching over a lease); records that vanish while being read are
+/// left out.
+pub async fn snapshot(store: &FleetStore) -> Result<Vec<HostRecord>, FleetError> {
+    let mut records = Vec::new();
+    for listed in store.list_top().await? {
+        if Member::from_object_name(&listed.name).is_none() {
+            continue;
+        }
+        if let Some(r) = store.read::<HostRecord>(&store.key(&listed.name)).await? {
+            records.push(r.value);
+        }
+    }
+    records.sort_by(|a, b| (&a.host, a.started).cmp(&(&b.host, b.started)));
+    Ok(records)
+}
+
 /// Reads a session's owner record.
 pub(super) async fn read_owner(
     store: &FleetStore,
