@@ -56,6 +56,8 @@ fn main_session() -> SessionId {
 on_both_stores!(
     conditional_writes_let_exactly_one_racer_win,
     sessions_added_at_runtime_survive_and_duplicates_are_refused,
+    a_host_that_lost_its_session_never_publishes_its_newest_backup,
+    a_late_backup_never_wins_even_before_the_new_owner_backs_up,
 );
 
 async fn conditional_writes_let_exactly_one_racer_win(kind: StoreKind) {
@@ -351,9 +353,9 @@ async fn back_up_fenced(
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_that_lost_its_session_never_publishes_its_newest_backup() {
-    let s = Setup::new(StoreKind::S3, "keep_last = 10");
+/// On S3, and on a local folder (hosts in one process share its lock).
+async fn a_host_that_lost_its_session_never_publishes_its_newest_backup(kind: StoreKind) {
+    let s = Setup::new(kind, "keep_last = 10");
     profile::generate(&s.profile_dir(), 256 << 10, 1);
     let backups = s.backups();
     let session = main_session();
@@ -441,9 +443,8 @@ async fn a_host_that_lost_its_session_never_publishes_its_newest_backup() {
     b.leave().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_backup_never_wins_even_before_the_new_owner_backs_up() {
-    let s = Setup::new(StoreKind::S3, "keep_last = 10");
+async fn a_late_backup_never_wins_even_before_the_new_owner_backs_up(kind: StoreKind) {
+    let s = Setup::new(kind, "keep_last = 10");
     profile::generate(&s.profile_dir(), 256 << 10, 1);
     let backups = s.backups();
     let session = main_session();
