@@ -64,11 +64,20 @@ async fn conditional_writes_let_exactly_one_racer_win(kind: StoreKind) {
     let s = Setup::new(kind, "");
     let store = FleetStore::of(&s.backups());
     let key = store.key("race.json");
+    // Racers on their own tasks, released together, so that on the
+    // runtime's threads they really overlap.
+    let start = Arc::new(tokio::sync::Barrier::new(16));
     let creates = futures::future::join_all((0..16).map(|i| {
-        let (store, key) = (store.clone(), key.clone());
-        async move { store.create(&key, &format!("racer {i}")).await }
+        let (store, key, start) = (store.clone(), key.clone(), Arc::clone(&start));
+        tokio::spawn(async move {
+            start.wait().await;
+            store.create(&key, &format!("racer {i}")).await
+        })
     }))
-    .await;
+    .await
+    .into_iter()
+    .map(|joined| joined.expect("a racer task"))
+    .collect::<Vec<_>>();
     let won: Vec<_> = creates.iter().filter(|r| r.is_ok()).collect();
     assert_eq!(won.len(), 1, "{creates:?}");
     assert!(
@@ -80,11 +89,19 @@ async fn conditional_writes_let_exactly_one_racer_win(kind: StoreKind) {
     );
 
     let read = store.read::<String>(&key).await.unwrap().unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(16));
     let updates = futures::future::join_all((0..16).map(|i| {
         let (store, key, version) = (store.clone(), key.clone(), read.version.clone());
-        async move { store.update(&key, &format!("updater {i}"), &version).await }
+        let start = Arc::clone(&start);
+        tokio::spawn(async move {
+            start.wait().await;
+            store.update(&key, &format!("updater {i}"), &version).await
+        })
     }))
-    .await;
+    .await
+    .into_iter()
+    .map(|joined| joined.expect("an updater task"))
+    .collect::<Vec<_>>();
     assert_eq!(
         updates.iter().filter(|r| r.is_ok()).count(),
         1,
