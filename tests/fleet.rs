@@ -609,3 +609,156 @@ fn vigil_run_says_plainly_that_it_does_not_run_a_fleet_yet() {
         "{err}"
     );
 }
+
+/// A store that counts the requests it forwards, by kind and by folder.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn object_store::ObjectStore>,
+    seen: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl Counting {
+    fn count(&self, op: &str, location: Option<&object_store::path::Path>) {
+        let place = match location.map(|l| l.as_ref().to_string()) {
+            Some(l) if l.contains("/owners/") => "owners",
+            Some(l) if l.contains("/.fleet") || l.ends_with(".fleet") => "fleet",
+            Some(_) => "backups",
+            None => "root",
+        };
+        *self
+            .seen
+            .lock()
+            .unwrap()
+            .entry(format!("{op} {place}"))
+            .or_default() += 1;
+    }
+
+    fn take(&self) -> std::collections::BTreeMap<String, u64> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+impl std::fmt::Display for Counting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for Counting {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.count("PUT", Some(location));
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.count("MULTIPART", Some(location));
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.count(if options.head { "HEAD" } else { "GET" }, Some(location));
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.count("DELETE", None);
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.count("LIST", prefix);
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.count("LIST", prefix);
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.count("COPY", Some(to));
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The cost the README states: per host and renewal period one PUT, one
+/// LIST and one GET per other host, whatever the number of sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_traffic_grows_with_hosts_not_sessions() {
+    let s = Setup::new(StoreKind::S3, "");
+    let backups = s.backups();
+    let mut counters = Vec::new();
+    let mut fleets = Vec::new();
+    for name in ["a", "b", "c"] {
+        let counting = Arc::new(Counting {
+            inner: Arc::clone(backups.object_store()),
+            seen: Default::default(),
+        });
+        let store = FleetStore::shared(counting.clone(), backups.root(), "counted");
+        fleets.push(
+            vigil::fleet::Fleet::start(host_config(name), store, Arc::new(BootClock))
+                .await
+                .unwrap(),
+        );
+        counters.push(counting);
+    }
+    // 60 sessions owned, 20 per host.
+    for i in 0..60 {
+        let id = SessionId::new(format!("s{i:02}")).unwrap();
+        fleets[i % 3].claim(&id, &backups).await.unwrap();
+    }
+    // Let every host renew with its sessions and see the others.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for c in &counters {
+        c.take();
+    }
+    let periods = 5u64;
+    tokio::time::sleep(Duration::from_secs(2 * periods)).await;
+    for (name, c) in ["a", "b", "c"].iter().zip(&counters) {
+        let seen = c.take();
+        eprintln!("host {name}, {periods} renewal periods, 20 sessions owned: {seen:?}");
+        let n = |k: &str| seen.get(k).copied().unwrap_or(0);
+        // A period may fall either side of the window's edges.
+        assert!(
+            (periods - 1..=periods + 1).contains(&n("PUT fleet")),
+            "{seen:?}"
+        );
+        assert!(
+            (periods - 1..=periods + 1).contains(&n("LIST fleet")),
+            "{seen:?}"
+        );
+        assert!(n("GET fleet") <= 2 * (periods + 1), "{seen:?}");
+        assert!(
+            seen.keys().all(|k| k.ends_with(" fleet")),
+            "nothing per session, no backups touched: {seen:?}"
+        );
+    }
+    for f in fleets {
+        f.leave().await;
+    }
+}
