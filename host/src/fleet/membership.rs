@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -493,23 +494,31 @@ impl Inner {
             .liveness
             .observe(members, started, finished);
 
-        let mut fetched = Vec::new();
-        for m in changes.appeared.iter().chain(&changes.changed) {
-            if *m == me {
-                continue;
-            }
-            match self
-                .store
-                .read::<HostRecord>(&self.store.key(&m.object_name()))
-                .await
-            {
-                Ok(Some(r)) => fetched.push((m.clone(), r.value)),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(member = %m, error = %e, "cannot read a membership record")
+        let to_read: Vec<Member> = changes
+            .appeared
+            .iter()
+            .chain(&changes.changed)
+            .filter(|m| **m != me)
+            .cloned()
+            .collect();
+        let store = self.store.clone();
+        let fetched: Vec<(Member, HostRecord)> = futures::stream::iter(to_read)
+            .map(move |m| {
+                let store = store.clone();
+                async move {
+                    match store.read::<HostRecord>(&store.key(&m.object_name())).await {
+                        Ok(r) => r.map(|r| (m, r.value)),
+                        Err(e) => {
+                            tracing::warn!(member = %m, error = %e, "cannot read a membership record");
+                            None
+                        }
+                    }
                 }
-            }
-        }
+            })
+            .buffer_unordered(8)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
         let catalog_changed = {
             let mut o = self.observed.lock().expect("observed lock");
             for m in &changes.vanished {

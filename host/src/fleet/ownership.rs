@@ -163,7 +163,9 @@ impl Fleet {
     }
 
     /// Lets `session` go: the caller has stopped it, and names the backup
-    /// it took on the way out (the next owner restores exactly that).
+    /// it took on the way out (the next owner restores exactly that). If
+    /// the store cannot be written, the session stays owned (call again);
+    /// [`FleetError::Conflict`] means another host holds it already.
     pub async fn release(
         &self,
         session: &SessionId,
@@ -194,11 +196,28 @@ impl Fleet {
             token: token(),
         };
         let key = inner.store.key(&super::record::owner_object(session));
-        bounded(
+        let written = bounded(
             inner.config.lease,
             inner.store.update(&key, &record, &owned.version),
         )
-        .await?;
+        .await;
+        match written {
+            Ok(_) => {}
+            Err(e @ FleetError::Conflict { .. }) => {
+                // Someone else holds it now: it is not ours to release.
+                return Err(e);
+            }
+            Err(e) => {
+                // Still ours in the store: keep it, so a retry can release it.
+                inner
+                    .run
+                    .lock()
+                    .expect("run lock")
+                    .owned
+                    .insert(session.clone(), owned);
+                return Err(e);
+            }
+        }
         inner.counters.releases.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%session, epoch = owned.epoch, handover = ?handover.as_ref().map(ToString::to_string), "released a session");
         inner.publish_view();
