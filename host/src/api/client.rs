@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::auth::ApiToken;
+use super::auth::{ApiToken, TokenSource};
 use crate::config::Config;
 use crate::id::SessionId;
 
@@ -51,6 +51,11 @@ pub struct ApiClient {
     addr: SocketAddr,
     base: String,
     token: Option<ApiToken>,
+    /// Where `vigil run` writes the token it generates at each start, when
+    /// that is where this client's token comes from: a host that started
+    /// just now may replace it after this client read it, so a `401` makes
+    /// the client read it again, once.
+    regenerated: Option<std::path::PathBuf>,
     http: reqwest::Client,
 }
 
@@ -77,6 +82,7 @@ impl ApiClient {
             addr,
             base: format!("http://{addr}"),
             token,
+            regenerated: None,
             http,
         }
     }
@@ -91,7 +97,12 @@ impl ApiClient {
                 reason,
             },
         )?;
-        Ok(Self::new(config.api.listen, token))
+        let mut client = Self::new(config.api.listen, token);
+        let from_env = std::env::var("VIGIL_API_TOKEN").is_ok_and(|t| !t.trim().is_empty());
+        if !from_env && config.api.token_file.is_none() {
+            client.regenerated = Some(super::auth::generated_token_path(config));
+        }
+        Ok(client)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -210,9 +221,44 @@ impl ApiClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<Answer, ClientError> {
+        let first = self
+            .send_with(method.clone(), path, body.clone(), self.token.as_ref())
+            .await;
+        let Err(ClientError::Api { status: 401, .. }) = &first else {
+            return first;
+        };
+        let Some(file) = &self.regenerated else {
+            return first;
+        };
+        // A host that started just now writes its new token a moment after
+        // it may already answer; read it again and retry once.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let fresh = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|secret| ApiToken::new(&secret, TokenSource::Generated(file.clone())).ok());
+        match fresh {
+            Some(fresh)
+                if self
+                    .token
+                    .as_ref()
+                    .is_none_or(|t| t.secret() != fresh.secret()) =>
+            {
+                self.send_with(method, path, body, Some(&fresh)).await
+            }
+            _ => first,
+        }
+    }
+
+    async fn send_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&ApiToken>,
+    ) -> Result<Answer, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
-        if let Some(token) = &self.token {
+        if let Some(token) = token {
             request = request.bearer_auth(token.secret());
         }
         if let Some(body) = body {
@@ -245,7 +291,7 @@ impl ApiClient {
             .as_str()
             .map_or_else(|| format!("{url}: HTTP {status}: {text}"), str::to_owned);
         if code == "unauthorized" {
-            match &self.token {
+            match token {
                 Some(t) => message.push_str(&format!(" (token from {})", t.source())),
                 None => {
                     message.push_str(" (no token found: set VIGIL_API_TOKEN or [api] token_file)")
