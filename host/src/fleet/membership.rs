@@ -317,7 +317,12 @@ impl Fleet {
     /// The supervisor has stopped every browser after a fence: retire the
     /// fenced run and join again.
     pub fn acknowledge_fence(&self) {
-        self.inner.fence_ack.notify_one();
+        // Only a fence that happened can be acknowledged: a stray call
+        // must not leave a permit that would retire a later fenced run
+        // before its browsers were stopped.
+        if self.inner.run.lock().expect("run lock").fenced.is_some() {
+            self.inner.fence_ack.notify_one();
+        }
     }
 
     /// Leaves the fleet: stops renewing and deletes this run's record, so
