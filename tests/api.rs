@@ -591,11 +591,24 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
     );
 
     // Every documented operation answers, with a documented status and
-    // body; mutating ones last, restore before restart.
+    // body; mutating ones last, restore before restart, and the session
+    // the sweep adds is the one it removes.
     let mut operations = doc.operations();
-    operations.sort_by_key(|o| (o.method != "GET", o.path.ends_with("/restart")));
+    operations.sort_by_key(|o| {
+        (
+            o.method != "GET",
+            o.method == "DELETE",
+            o.path.ends_with("/restart"),
+        )
+    });
+    let added = json!({ "id": "added", "url": "http://127.0.0.1:9/" });
     for op in &operations {
-        let path = op.path.replace("{id}", "main");
+        let id = if op.method == "DELETE" {
+            "added"
+        } else {
+            "main"
+        };
+        let path = op.path.replace("{id}", id);
         if op.path == "/v1/events" {
             // A stream never ends: its answer is checked by its headers.
             let stream = StreamRecorder::open(base, &path).await;
@@ -609,10 +622,14 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
                 .unwrap_or_else(|e| panic!("{e}"));
             continue;
         }
-        let body = op
-            .path
-            .ends_with("/restore")
-            .then(|| json!({ "backup": backup, "force": true }));
+        let body = if op.path.ends_with("/restore") {
+            // The session is connected: replacing its profile needs force.
+            Some(json!({ "backup": backup, "force": true }))
+        } else if op.method == "POST" && op.path == "/v1/sessions" {
+            Some(added.clone())
+        } else {
+            None
+        };
         let answer = call(base, &op.method, &path, Some(TOKEN), body).await;
         if op.path.ends_with("/qr") {
             // Connected: the page shows no QR code.
@@ -639,6 +656,81 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
         }
     }
 
+    // Adding and removing sessions: the refusals are documented too.
+    for (method, path, body, status, code) in [
+        (
+            "POST",
+            "/v1/sessions",
+            Some(json!({ "id": "main", "url": "http://127.0.0.1:9/" })),
+            409,
+            "session_exists",
+        ),
+        (
+            "POST",
+            "/v1/sessions",
+            Some(json!({ "id": "../x", "url": "http://127.0.0.1:9/" })),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/sessions",
+            Some(json!({ "id": "x" })),
+            400,
+            "bad_request",
+        ),
+        (
+            // The proxy rules of vigil.toml hold for the API too.
+            "POST",
+            "/v1/sessions",
+            Some(json!({
+                "id": "x",
+                "url": "http://127.0.0.1:9/",
+                "proxy_credentials_env": "PROXY_AUTH",
+            })),
+            400,
+            "bad_request",
+        ),
+        (
+            "DELETE",
+            "/v1/sessions/main",
+            None,
+            409,
+            "defined_in_config",
+        ),
+        (
+            "DELETE",
+            "/v1/sessions/added",
+            None,
+            404,
+            "session_not_found",
+        ),
+    ] {
+        let answer = call(base, method, path, Some(TOKEN), body.clone()).await;
+        assert_eq!(
+            answer.status,
+            status,
+            "{method} {path} {body:?}: {}",
+            answer.text()
+        );
+        assert_eq!(answer.error_code(), code, "{method} {path}");
+        let documented = if method == "POST" {
+            "/v1/sessions"
+        } else {
+            "/v1/sessions/{id}"
+        };
+        doc.check(method, documented, &answer)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let listed = get(base, "/v1/sessions").await.json();
+    let ids: Vec<&str> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["main"], "the added session is gone again");
+
     // Error answers are documented too. A restore that has nothing to
     // restore answers before it touches the running browser.
     let before = wait_for_state(base, "connected").await;
@@ -646,7 +738,7 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
     let concrete = path.replace("{id}", "main");
     for (body, status, code) in [
         (
-            json!({ "backup": "20000101T000000Z-00000000" }),
+            json!({ "backup": "20000101T000000Z-00000000", "force": true }),
             404,
             "backup_not_found",
         ),
@@ -838,6 +930,17 @@ async fn vigil_login_draws_the_qr_code_until_a_phone_pairs() {
     let (code, _, stderr) = vigil(&setup, &["login", "nobody", "--timeout", "5"]).await;
     assert_eq!(code, 8, "{stderr}");
     assert!(stderr.contains("no session \"nobody\""), "{stderr}");
+    // One cause, one code, whichever command meets it (README "Exit codes").
+    for (args, want) in [
+        (&["screenshot", "nobody", "-o", "x.png"][..], 8),
+        (&["restart", "nobody"][..], 8),
+        (&["session", "remove", "nobody"][..], 8),
+        (&["session", "add", "main", "--url", "http://127.0.0.1:9/"][..], 11),
+        (&["session", "remove", "main"][..], 12),
+    ] {
+        let (code, _, stderr) = vigil(&setup, args).await;
+        assert_eq!(code, want, "vigil {args:?}: {stderr}");
+    }
 
     // Nobody scans: it draws the code, then gives up with code 9.
     let started = std::time::Instant::now();

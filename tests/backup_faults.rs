@@ -248,6 +248,7 @@ async fn publish(raw: &RawStore, s: &Setup, archive: Vec<u8>, tag: &str) -> Back
         encrypted: false,
         mode: "quiesce".into(),
         excludes: vec![],
+        epoch: None,
     };
     raw.write(&manifest.archive, archive).await;
     raw.write(

@@ -876,3 +876,86 @@ async fn every_shutdown_delivers_its_last_events() {
         );
     }
 }
+
+/// A session added while the host runs starts at once, comes back after a
+/// restart (the catalog is in the store), and is gone for good once
+/// removed; its backups go with `forget`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_added_at_runtime_survives_a_restart_until_removed() {
+    init_logging();
+    let _slot = browser_slot().await;
+    let mut host = TestHost::new(Policies::default(), None).await;
+    host.start().await;
+    let config = vigil::config::Config::load(&host.config_path).unwrap();
+    let mut extra = config.sessions[0].clone();
+    extra.id = vigil::id::SessionId::new("extra").unwrap();
+    let set = |host: &TestHost| std::sync::Arc::clone(host.supervisor().session_set());
+
+    let client = set(&host).add(extra.clone()).await.expect("added");
+    let mut watch = client.watch();
+    tokio::time::timeout(
+        START,
+        watch.wait_for(|s| s.state == SessionState::NeedsLogin),
+    )
+    .await
+    .expect("the added session shows the login screen")
+    .unwrap();
+    let duplicate = set(&host).add(extra.clone()).await;
+    assert!(
+        matches!(
+            duplicate,
+            Err(vigil::supervisor::SupervisorError::Catalog(
+                vigil::fleet::FleetError::DuplicateSession { .. }
+            ))
+        ),
+        "{:?}",
+        duplicate.err()
+    );
+    assert!(
+        host.root
+            .path()
+            .join("backups/.fleet/catalog.json")
+            .exists(),
+        "the catalog lives in the store"
+    );
+
+    host.stop().await;
+    host.start().await;
+    let again = host
+        .supervisor()
+        .session(&extra.id)
+        .expect("the added session is back after the restart");
+    let mut watch = again.watch();
+    tokio::time::timeout(
+        START,
+        watch.wait_for(|s| s.state == SessionState::NeedsLogin),
+    )
+    .await
+    .expect("it runs again")
+    .unwrap();
+
+    let refused = set(&host)
+        .remove(&vigil::id::SessionId::new(SESSION).unwrap(), false)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(vigil::supervisor::SupervisorError::Catalog(
+                vigil::fleet::FleetError::DefinedInConfig { .. }
+            ))
+        ),
+        "a vigil.toml session is removed in the file: {refused:?}"
+    );
+    let removed = set(&host).remove(&extra.id, true).await.expect("removed");
+    assert_eq!(removed.session, extra.id);
+    assert!(host.supervisor().session(&extra.id).is_none());
+    assert!(!host.root.path().join("backups/extra").exists());
+    host.stop().await;
+    host.start().await;
+    assert!(
+        host.supervisor().session(&extra.id).is_none(),
+        "gone for good"
+    );
+    assert_eq!(host.supervisor().sessions().len(), 1);
+    host.stop().await;
+}

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backup::BackupConfig;
+use crate::backup::{BackupConfig, StoreUrl};
 use crate::browser::{BrowserSettings, Probe};
 use crate::fields::{Location, Seconds, opt_path, path, resolve, with_base_dir};
 use crate::id::SessionId;
@@ -88,6 +88,11 @@ pub struct Config {
     /// `[log]`: how log lines are written.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[fleet]`: when present, this host shares the store with other
+    /// hosts and runs only the sessions it owns (see README "Running a
+    /// fleet").
+    #[serde(default)]
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// `[log]`: how Vigil writes its log lines (to stderr). `VIGIL_LOG_FORMAT`
@@ -234,51 +239,59 @@ pub struct PolicyConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// One `[[session]]`.
-#[derive(Debug, Clone, Deserialize)]
+/// One `[[session]]`; also what the fleet's catalog stores for each
+/// session, whether it came from a `vigil.toml` or the API.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
     pub id: SessionId,
     /// The web app this session keeps open.
     pub url: AppUrl,
     /// Overrides `[backup] critical` for this session's web app.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critical: Option<Vec<ProfilePath>>,
     /// How to tell the page's state (see README "The probe"). Default: the
     /// page counts as connected once it has loaded.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<Probe>,
     /// Overrides `[service] probe_interval_secs`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_interval_secs: Option<Seconds>,
     /// Overrides `[service] connect_timeout_secs`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_secs: Option<Seconds>,
+    /// In a fleet: the hosts it may run on (globs on host ids); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<crate::fleet::HostPattern>,
     /// The `User-Agent` the page and its server see; default: Chromium's
     /// own with "HeadlessChrome" made "Chrome".
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<crate::browser::UserAgent>,
     /// A language tag (`de-DE`): `navigator.language` and `Accept-Language`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<crate::browser::Locale>,
     /// An IANA time zone (`Europe/Berlin`) for the page and its workers.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<crate::browser::TimeZone>,
     /// `http://`, `https://` or `socks5://` host:port for the page's traffic.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<crate::browser::ProxyUrl>,
     /// A file holding the proxy's `user:password`.
-    #[serde(default, deserialize_with = "opt_path")]
+    #[serde(
+        default,
+        deserialize_with = "opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub proxy_credentials_file: Option<PathBuf>,
     /// An environment variable holding the proxy's `user:password`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_credentials_env: Option<String>,
     /// More Chromium flags for this session, after `[browser] extra_args`
     /// (merged the same way).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_args: Vec<String>,
     /// Overrides `[browser] window_width` / `window_height`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<crate::browser::WindowSize>,
 }
 
@@ -369,6 +382,9 @@ impl Config {
         if let Some((span, message)) = duplicate_session(text).or_else(|| proxy_mistake(text)) {
             return Err(invalid(Some(span), message));
         }
+        if let Some((span, message)) = fleet_without_shared_store(&config, text) {
+            return Err(invalid(Some(span), message));
+        }
         Ok(config)
     }
 
@@ -429,9 +445,109 @@ fn duplicate_session(text: &str) -> Option<(std::ops::Range<usize>, String)> {
     None
 }
 
-/// The proxy fields of one `[[session]]` make sense together: credentials
-/// need a proxy, come from one place, and Chromium cannot give them to a
-/// SOCKS proxy. Checked on a second pass that keeps each value's span.
+/// A fleet needs a store whose conditional writes every host sees: a
+/// local folder or an in-process memory store fences nothing across
+/// machines. Checked on a second pass that finds the `[fleet]` table.
+fn fleet_without_shared_store(
+    config: &Config,
+    text: &str,
+) -> Option<(std::ops::Range<usize>, String)> {
+    config.fleet.as_ref()?;
+    let why = match &config.backup.store {
+        StoreUrl::File(_) => "a file:// store is one machine's folder",
+        StoreUrl::Remote(url) if url.scheme() == "memory" => {
+            "a memory:// store lives in one process"
+        }
+        StoreUrl::Remote(_) => return None,
+    };
+    #[derive(Deserialize)]
+    struct Fleet {
+        fleet: toml::Spanned<toml::Value>,
+    }
+    let span = toml::from_str::<Fleet>(text)
+        .map(|f| f.fleet.span())
+        .unwrap_or(0..0);
+    Some((
+        span,
+        format!(
+            "[fleet] needs a store every host shares with atomic conditional writes \
+             (s3://, gs://, az://), but [backup] store = \"{}\": {why}, so it cannot stop two \
+             hosts from running the same session. Remove [fleet] to run one host on it",
+            config.backup.store
+        ),
+    ))
+}
+
+/// The field of a `[[session]]` a proxy mistake is shown at.
+enum ProxyField {
+    CredentialsFile,
+    CredentialsEnv,
+}
+
+/// The proxy fields of one session make sense together: credentials need
+/// a proxy, come from one place, and Chromium cannot give them to a SOCKS
+/// proxy. `proxy`: whether one is set, and whether it is SOCKS. One rule
+/// for `vigil.toml` and for a session added through the API.
+fn proxy_rule(
+    id: &str,
+    proxy: Option<bool>,
+    file: bool,
+    env: Option<&str>,
+) -> Option<(ProxyField, String)> {
+    let credentials = match (file, env) {
+        (true, Some(_)) => {
+            return Some((
+                ProxyField::CredentialsEnv,
+                format!(
+                    "session {id}: set only one of proxy_credentials_file and proxy_credentials_env"
+                ),
+            ));
+        }
+        (true, None) => Some(ProxyField::CredentialsFile),
+        (false, Some(env)) if env.trim().is_empty() => {
+            return Some((
+                ProxyField::CredentialsEnv,
+                format!("session {id}: proxy_credentials_env is empty"),
+            ));
+        }
+        (false, Some(_)) => Some(ProxyField::CredentialsEnv),
+        (false, None) => None,
+    };
+    match (proxy, credentials) {
+        (None, Some(at)) => Some((
+            at,
+            format!(
+                "session {id}: proxy credentials are set but no proxy: add proxy = \"http://host:port\""
+            ),
+        )),
+        (Some(true), Some(at)) => Some((
+            at,
+            format!(
+                "session {id}: Chromium cannot log in to a SOCKS proxy; use an http:// or https:// proxy for authentication, or a SOCKS proxy that needs none"
+            ),
+        )),
+        _ => None,
+    }
+}
+
+impl SessionConfig {
+    /// What the file's second passes check, for a session that comes
+    /// without a file (added through the API): its proxy fields.
+    pub fn check(&self) -> Result<(), String> {
+        match proxy_rule(
+            self.id.as_str(),
+            self.proxy.as_ref().map(crate::browser::ProxyUrl::is_socks),
+            self.proxy_credentials_file.is_some(),
+            self.proxy_credentials_env.as_deref(),
+        ) {
+            Some((_, message)) => Err(message),
+            None => Ok(()),
+        }
+    }
+}
+
+/// [`proxy_rule`] for each `[[session]]` of the file, on a second pass
+/// that keeps each value's span.
 fn proxy_mistake(text: &str) -> Option<(std::ops::Range<usize>, String)> {
     #[derive(Deserialize)]
     struct Sessions {
@@ -441,56 +557,28 @@ fn proxy_mistake(text: &str) -> Option<(std::ops::Range<usize>, String)> {
     #[derive(Deserialize)]
     struct Proxied {
         id: String,
-        proxy: Option<toml::Spanned<String>>,
+        proxy: Option<String>,
         proxy_credentials_file: Option<toml::Spanned<String>>,
         proxy_credentials_env: Option<toml::Spanned<String>>,
     }
     let sessions: Sessions = toml::from_str(text).ok()?;
-    for s in sessions.session {
-        let id = &s.id;
-        let credentials = match (&s.proxy_credentials_file, &s.proxy_credentials_env) {
-            (Some(_), Some(env)) => {
-                return Some((
-                    env.span(),
-                    format!(
-                        "session {id}: set only one of proxy_credentials_file and proxy_credentials_env"
-                    ),
-                ));
-            }
-            (Some(c), None) | (None, Some(c)) => Some(c),
-            (None, None) => None,
+    sessions.session.into_iter().find_map(|s| {
+        let socks = s
+            .proxy
+            .as_deref()
+            .map(|p| p.to_ascii_lowercase().starts_with("socks5:"));
+        let (at, message) = proxy_rule(
+            &s.id,
+            socks,
+            s.proxy_credentials_file.is_some(),
+            s.proxy_credentials_env.as_ref().map(|e| e.get_ref().as_str()),
+        )?;
+        let span = match at {
+            ProxyField::CredentialsFile => s.proxy_credentials_file?.span(),
+            ProxyField::CredentialsEnv => s.proxy_credentials_env?.span(),
         };
-        if let Some(env) = &s.proxy_credentials_env
-            && env.get_ref().trim().is_empty()
-        {
-            return Some((
-                env.span(),
-                format!("session {id}: proxy_credentials_env is empty"),
-            ));
-        }
-        match (&s.proxy, credentials) {
-            (None, Some(c)) => {
-                return Some((
-                    c.span(),
-                    format!(
-                        "session {id}: proxy credentials are set but no proxy: add proxy = \"http://host:port\""
-                    ),
-                ));
-            }
-            (Some(proxy), Some(c))
-                if proxy.get_ref().to_ascii_lowercase().starts_with("socks5:") =>
-            {
-                return Some((
-                    c.span(),
-                    format!(
-                        "session {id}: Chromium cannot log in to a SOCKS proxy; use an http:// or https:// proxy for authentication, or a SOCKS proxy that needs none"
-                    ),
-                ));
-            }
-            _ => {}
-        }
-    }
-    None
+        Some((span, message))
+    })
 }
 
 #[cfg(test)]
@@ -735,6 +823,94 @@ probe_interval_secs = "2s"
         // Peeking reads only [log], whatever else is wrong.
         assert_eq!(LogConfig::peek(&file), Some(LogFormat::Json));
         assert_eq!(LogConfig::peek(&dir.path().join("none.toml")), None);
+    }
+
+    #[test]
+    fn a_fleet_reads_with_defaults_and_pins() {
+        let c = parse(
+            r#"
+[backup]
+store = "s3://bucket/vigil"
+[fleet]
+host_id = "eu-1"
+max_sessions = 4
+[[session]]
+id = "main"
+url = "https://a.example"
+hosts = ["eu-*"]
+"#,
+        )
+        .unwrap();
+        let fleet = c.fleet.unwrap();
+        assert_eq!(fleet.host_id.as_str(), "eu-1");
+        assert_eq!(fleet.lease, Duration::from_secs(30));
+        assert_eq!(fleet.renew, Duration::from_secs(10));
+        assert_eq!(fleet.max_sessions, Some(4));
+        assert!(c.sessions[0].hosts[0].matches(&fleet.host_id));
+    }
+
+    #[test]
+    fn a_fleet_on_a_local_or_memory_store_is_refused_at_its_table() {
+        for store in ["file://./backups", "memory://"] {
+            let (line, _, message) = error_at(&format!(
+                "[backup]\nstore = \"{store}\"\n\n[fleet]\nhost_id = \"a\"\n"
+            ));
+            assert_eq!(line, 4, "{message}");
+            assert!(
+                message.contains("[fleet] needs a store every host shares"),
+                "{message}"
+            );
+            assert!(
+                message.contains(store.trim_end_matches("./backups")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn fleet_timing_that_cannot_fence_safely_is_refused() {
+        let (line, _, message) = error_at(
+            "[backup]\nstore = \"s3://b/v\"\n[fleet]\nhost_id = \"a\"\nlease_secs = 20\nrenew_secs = 10\n",
+        );
+        assert!(line >= 3, "{line}: {message}");
+        assert!(message.contains("at least 3 x renew_secs"), "{message}");
+        let (_, _, message) = error_at("[fleet]\nhost_id = \"a/b\"\n");
+        assert!(message.contains("a/b"), "{message}");
+        let (_, _, message) = error_at("[fleet]\nhost_id = \"a\"\nleases = 3\n");
+        assert!(message.contains("leases"), "{message}");
+    }
+
+    #[test]
+    fn a_session_reads_back_the_same_after_the_catalog_writes_it() {
+        let c = parse(
+            r#"
+[[session]]
+id = "berlin"
+url = "https://shop.example/"
+critical = ["Default/IndexedDB"]
+probe = { script = "document.body.dataset.state" }
+probe_interval_secs = "2.5s"
+user_agent = "Mozilla/5.0 (Test) Berlin/1.0"
+locale = "de-DE"
+timezone = "Europe/Berlin"
+proxy = "http://proxy.internal:3128"
+proxy_credentials_file = "secrets/proxy"
+extra_args = ["--proxy-bypass-list=<-loopback>"]
+window = { width = 1024, height = 700 }
+"#,
+        )
+        .unwrap();
+        let session = &c.sessions[0];
+        let stored = serde_json::to_value(session).unwrap();
+        let back: SessionConfig = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(&back, session, "{stored}");
+        // Unset fields stay out of the stored form.
+        let plain = parse("[[session]]\nid = \"a\"\nurl = \"https://a/\"\n").unwrap();
+        let stored = serde_json::to_value(&plain.sessions[0]).unwrap();
+        assert_eq!(
+            stored,
+            serde_json::json!({ "id": "a", "url": "https://a/" })
+        );
     }
 
     #[test]

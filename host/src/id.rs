@@ -1,5 +1,6 @@
 //! Identifiers shared by every layer. Owns only the rules for what a valid
-//! id looks like; knows nothing about what a session does.
+//! id looks like, and how a glob matches one; knows nothing about what a
+//! session does.
 
 use std::fmt;
 use std::str::FromStr;
@@ -79,6 +80,35 @@ impl<'de> serde::Deserialize<'de> for SessionId {
         let s = String::deserialize(d)?;
         Self::new(s).map_err(serde::de::Error::custom)
     }
+}
+
+/// Whether `text` (an id) matches `pattern`: `*` matches any run of
+/// characters, `?` one. Shared by the patterns over session and host ids.
+pub(crate) fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+    // Iterative matcher with one backtrack point: linear for our patterns.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]

@@ -27,17 +27,19 @@
 //! - [`qr`]: login QR codes: drawn for a terminal, read from screenshots.
 //! - [`session`]: one session's life: its record (plain data), the
 //!   profile's preparation, its backups, and the runner loop.
+//! - [`fleet`]: many hosts on one store: the catalog of sessions, host
+//!   membership, ownership with fencing, placement.
 //! - [`supervisor`]: all sessions: start, restore, stop, drain.
 //! - [`webhook`]: signed event notifications to the operator's services.
 //! - [`feed`]: the same events, numbered, for the API's event stream.
 //! - [`api`]: the HTTP admin API, `/metrics`, and its client.
 //! - [`systemd`]: READY / WATCHDOG / STOPPING notifications.
 //!
-//! Dependencies point one way: `supervisor` -> `session` -> (`browser`,
-//! `volume`, `backup`, `journal` -> `policy`), and `config` -> the modules
-//! whose sections it places. `volume`, `archive`, `backup` and `policy`
-//! never import `session` or `supervisor`; no module imports one that
-//! imports it back; nothing here knows a web app by name.
+//! Dependencies point one way: `supervisor` -> (`fleet`, `session`) ->
+//! (`browser`, `volume`, `backup`, `journal` -> `policy`), and `config` ->
+//! the modules whose sections it places. `volume`, `archive`, `backup` and
+//! `policy` never import `session`, `fleet` or `supervisor`; no module
+//! imports one that imports it back; nothing here knows a web app by name.
 
 pub mod action;
 pub mod api;
@@ -47,6 +49,7 @@ pub mod browser;
 pub mod config;
 pub mod feed;
 pub mod fields;
+pub mod fleet;
 pub mod id;
 pub mod journal;
 pub mod policy;

@@ -63,6 +63,19 @@ enum Command {
     Storage(cli::storage::Command),
     #[command(flatten)]
     Host(cli::status::Command),
+    /// Show the hosts of the fleet sharing this config's store: host, run,
+    /// state, last renewal, sessions owned (read from the store). Exit
+    /// codes: 0 shown, 1 error.
+    Hosts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add, remove and list sessions while Vigil runs (the catalog in the
+    /// backup store).
+    Session {
+        #[command(subcommand)]
+        command: cli::session::Command,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,6 +108,8 @@ fn main() -> ExitCode {
             Command::Journal(args) => cli::journal::run(&cli.config, args),
             Command::Storage(command) => cli::storage::run(&cli.config, command).await,
             Command::Host(command) => cli::status::run(&cli.config, command).await,
+            Command::Session { command } => cli::session::run(&cli.config, command).await,
+            Command::Hosts { json } => cli::fleet::hosts(&cli.config, json).await,
         }
     });
     match outcome {

@@ -1,34 +1,42 @@
-//! All sessions of one host: start them from the config, run the backup
-//! schedule and the policy reload watcher, and drain everything on
-//! shutdown. Owns every task it starts; knows nothing of HTTP or of how a
-//! session decides (that is `session` and `policy`).
+//! All sessions of one host: start them from the catalog (the `vigil.toml`
+//! sessions seeded into it, and those added at runtime), add and remove
+//! them while running, run the backup schedule and the policy reload
+//! watcher, and drain everything on shutdown. Owns every task it starts;
+//! knows nothing of HTTP or of how a session decides (that is `session`
+//! and `policy`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{Mutex, Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 
 use crate::backup::{BackupError, Backups};
-use crate::config::Config;
+use crate::config::{Config, SessionConfig};
 use crate::feed::EventFeed;
+use crate::fleet::{self, FleetError, FleetStore, HostId};
 use crate::id::SessionId;
 use crate::journal::{self, Journal, JournalError};
 use crate::policy::{PolicyError, PolicyRuntime, PolicySource, ReloadWatcher, RuntimeOptions};
 use crate::schedule::{Schedule, ScheduleError, Task};
 use crate::session::{
-    RestoreSource, SessionClient, SessionDeps, SessionEvent, SessionHandle, SessionSpec,
-    SessionState,
+    RestoreSource, SessionClient, SessionDeps, SessionError, SessionEvent, SessionHandle,
+    SessionSpec, SessionState,
 };
 use crate::webhook::{self, WebhookError, WebhookSender, Webhooks};
 
-/// Why the host could not start.
+/// Why the host could not start, or could not add or remove a session.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SupervisorError {
-    #[error("{}: no [[session]] is configured; add one (see examples/vigil.toml)", file.display())]
-    NoSessions { file: std::path::PathBuf },
+    #[error(
+        "{}: [fleet] is not run by `vigil run` yet: sessions are not yet placed by ownership \
+         (the fleet's store protocol is in place; see README \"Running a fleet\"). Remove [fleet] to run this host alone",
+        file.display()
+    )]
+    FleetNotRunnable { file: std::path::PathBuf },
     #[error(transparent)]
     Backup(#[from] BackupError),
     #[error("policies: {0}")]
@@ -39,16 +47,26 @@ pub enum SupervisorError {
     Webhook(#[from] WebhookError),
     #[error("decision journal: {0}")]
     Journal(#[from] JournalError),
+    /// The session catalog refused or failed (a duplicate id, a session
+    /// defined in a vigil.toml, the store unreachable).
+    #[error(transparent)]
+    Catalog(#[from] FleetError),
+    #[error("session {session}: {source}")]
+    Session {
+        session: SessionId,
+        source: SessionError,
+    },
+    #[error("the host is shutting down")]
+    ShuttingDown,
 }
 
 /// The running host.
 pub struct Supervisor {
-    sessions: BTreeMap<SessionId, SessionHandle>,
+    sessions: Arc<SessionSet>,
     policies: Arc<PolicyRuntime>,
     journal: Journal,
     backups: Arc<Backups>,
     events: broadcast::Sender<SessionEvent>,
-    shutdown: watch::Sender<bool>,
     watcher: Option<ReloadWatcher>,
     schedule: Option<Schedule>,
     webhooks: Option<Webhooks>,
@@ -62,12 +80,14 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Opens the backup store and the policies, then starts every session
+    /// Opens the backup store and the policies, seeds the `vigil.toml`
+    /// sessions into the catalog, then starts every session of the catalog
     /// (at most `[service] max_concurrent_launches` browsers launching at
-    /// once), the policy watcher and the backup schedule.
+    /// once), the policy watcher and the backup schedule. If the catalog
+    /// cannot be read, the `vigil.toml` sessions start alone.
     pub async fn start(config: &Config) -> Result<Self, SupervisorError> {
-        if config.sessions.is_empty() {
-            return Err(SupervisorError::NoSessions {
+        if config.fleet.is_some() {
+            return Err(SupervisorError::FleetNotRunnable {
                 file: config.file.clone(),
             });
         }
@@ -89,7 +109,6 @@ impl Supervisor {
         // missed; the notifier starts once the sessions' clients exist.
         let (session_events, policy_events) = (events.subscribe(), policies.subscribe());
         let (notifier_stop, stop_rx) = watch::channel(false);
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let deps = SessionDeps {
             policies: Arc::clone(&policies),
             journal: journal.clone(),
@@ -99,38 +118,47 @@ impl Supervisor {
             )),
             events: events.clone(),
         };
-        let sessions: BTreeMap<SessionId, SessionHandle> = SessionSpec::all(config)
-            .into_iter()
-            .map(|spec| {
-                let id = spec.id.clone();
-                (
-                    id,
-                    SessionHandle::spawn(spec, deps.clone(), shutdown_rx.clone()),
-                )
-            })
-            .collect();
-        let clients: Vec<SessionClient> = sessions.values().map(|h| h.client().clone()).collect();
+        let sessions = Arc::new(SessionSet::new(config, deps, FleetStore::of(&backups)));
         let notifier = tokio::spawn(notify(
             session_events,
             policy_events,
             Outlets {
                 feed: Arc::clone(&feed),
                 webhooks: webhook_sender.clone(),
-                sessions: clients
-                    .iter()
-                    .map(|c| (c.id().clone(), c.clone()))
-                    .collect(),
+                sessions: sessions.watch(),
             },
             stop_rx,
         ));
+        let specs = match fleet::catalog::seed(&sessions.catalog, &config.sessions, &sessions.host)
+            .await
+        {
+            Ok((catalog, _)) => catalog.specs().cloned().collect(),
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "cannot read the session catalog in the store: starting the vigil.toml sessions only; \
+                     sessions added at runtime come back at the next start"
+                );
+                config.sessions.clone()
+            }
+        };
+        if specs.is_empty() {
+            tracing::warn!(
+                config = %config.file.display(),
+                "no session yet: add one with `vigil session add` or a [[session]] in the config"
+            );
+        }
+        for spec in &specs {
+            sessions.spawn(spec).await;
+        }
         let schedule = Schedule::start(
             "backup",
             &config.backup.schedule,
-            scheduled_backups(clients, Arc::clone(&backups)),
+            scheduled_backups(Arc::clone(&sessions), Arc::clone(&backups)),
         )
         .await?;
         tracing::info!(
-            sessions = sessions.len(),
+            sessions = specs.len(),
             store = backups.store_url(),
             policies = %config.policy.dir.display(),
             "vigil started"
@@ -141,7 +169,6 @@ impl Supervisor {
             journal,
             backups,
             events,
-            shutdown,
             watcher: Some(watcher),
             schedule: Some(schedule),
             webhooks: Some(webhooks),
@@ -153,13 +180,18 @@ impl Supervisor {
         })
     }
 
-    pub fn session(&self, id: &SessionId) -> Option<&SessionClient> {
-        self.sessions.get(id).map(SessionHandle::client)
+    pub fn session(&self, id: &SessionId) -> Option<SessionClient> {
+        self.sessions.clients.borrow().get(id).cloned()
     }
 
     /// Every session, ordered by id.
-    pub fn sessions(&self) -> impl Iterator<Item = &SessionClient> {
-        self.sessions.values().map(SessionHandle::client)
+    pub fn sessions(&self) -> Vec<SessionClient> {
+        self.sessions.clients.borrow().values().cloned().collect()
+    }
+
+    /// The running sessions, to add and remove while the host runs.
+    pub fn session_set(&self) -> &Arc<SessionSet> {
+        &self.sessions
     }
 
     pub fn policies(&self) -> &Arc<PolicyRuntime> {
@@ -204,31 +236,13 @@ impl Supervisor {
             bound_s = bound.as_secs(),
             "shutting down: closing browsers, taking shutdown backups"
         );
-        let _ = self.shutdown.send(true);
         if let Some(schedule) = self.schedule.take() {
             schedule.shutdown().await;
         }
         if let Some(watcher) = self.watcher.take() {
             watcher.stop().await;
         }
-        let aborts: Vec<_> = self
-            .sessions
-            .values()
-            .map(|h| (h.client().id().clone(), h.abort_handle()))
-            .collect();
-        let drain = futures::future::join_all(
-            std::mem::take(&mut self.sessions)
-                .into_values()
-                .map(SessionHandle::join),
-        );
-        if tokio::time::timeout(bound, drain).await.is_err() {
-            for (id, abort) in aborts {
-                if !abort.is_finished() {
-                    tracing::error!(session = %id, "did not stop within {} s; killing it", bound.as_secs());
-                    abort.abort();
-                }
-            }
-        }
+        self.sessions.stop_all(bound).await;
         // Every session has made its last decision: write the journal out.
         let journal = self.journal.clone();
         let _ = tokio::task::spawn_blocking(move || journal.close()).await;
@@ -254,13 +268,187 @@ impl Supervisor {
     }
 }
 
+/// One running session and the switch that stops it alone.
+struct Running {
+    handle: SessionHandle,
+    stop: watch::Sender<bool>,
+}
+
+/// What removing a session did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Removed {
+    pub session: SessionId,
+    /// Whether a final backup was published before the browser closed.
+    pub final_backup: Option<String>,
+    /// Objects deleted from the store (`forget`).
+    pub forgotten_objects: usize,
+}
+
+/// This host's running sessions, which the admin API adds to and removes
+/// from while the host runs. Every change goes through the catalog first,
+/// so it survives a restart.
+pub struct SessionSet {
+    config: Config,
+    deps: SessionDeps,
+    catalog: FleetStore,
+    /// This host's name in the catalog's record of who defined what.
+    host: HostId,
+    running: Mutex<BTreeMap<SessionId, Running>>,
+    clients: watch::Sender<Arc<BTreeMap<SessionId, SessionClient>>>,
+    /// Set once shutdown began: no session starts after that.
+    stopping: AtomicBool,
+}
+
+impl SessionSet {
+    fn new(config: &Config, deps: SessionDeps, catalog: FleetStore) -> Self {
+        let host = config
+            .fleet
+            .as_ref()
+            .map(|f| f.host_id.clone())
+            .or_else(|| HostId::new(&crate::volume::hostname()).ok())
+            .unwrap_or_else(|| HostId::new("local").expect("a valid host id"));
+        Self {
+            config: config.clone(),
+            deps,
+            catalog,
+            host,
+            running: Mutex::new(BTreeMap::new()),
+            clients: watch::channel(Arc::new(BTreeMap::new())).0,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// The running sessions, ordered by id, updated as they come and go.
+    pub fn watch(&self) -> watch::Receiver<Arc<BTreeMap<SessionId, SessionClient>>> {
+        self.clients.subscribe()
+    }
+
+    /// Adds `spec` to the catalog and starts it. A duplicate id is
+    /// refused ([`FleetError::DuplicateSession`]).
+    pub async fn add(&self, spec: SessionConfig) -> Result<SessionClient, SupervisorError> {
+        // Under the lock: a removal of the same id waits for the start.
+        let mut running = self.running.lock().await;
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        if running.contains_key(&spec.id) {
+            return Err(FleetError::DuplicateSession { session: spec.id }.into());
+        }
+        fleet::catalog::add(&self.catalog, spec.clone(), &self.host).await?;
+        tracing::info!(session = %spec.id, url = %spec.url, "session added");
+        Ok(self.start_locked(&mut running, &spec))
+    }
+
+    /// Removes session `id` from the catalog and stops it, after a final
+    /// backup when it is connected; with `forget`, deletes its backups too.
+    /// A session defined in a `vigil.toml` is refused
+    /// ([`FleetError::DefinedInConfig`]).
+    pub async fn remove(&self, id: &SessionId, forget: bool) -> Result<Removed, SupervisorError> {
+        let mut running = self.running.lock().await;
+        fleet::catalog::remove(&self.catalog, id).await?;
+        let mut final_backup = None;
+        if let Some(r) = running.remove(id) {
+            self.publish(&running);
+            let client = r.handle.client().clone();
+            let connected = matches!(
+                client.state(),
+                SessionState::Connected | SessionState::Degraded
+            );
+            // The session backs up as it stops when the config says so;
+            // otherwise take the final backup here.
+            if connected && !forget && !self.config.backup.on_shutdown {
+                match client.backup_now().await {
+                    Ok(m) => final_backup = Some(m.id.to_string()),
+                    Err(e) => tracing::warn!(session = %id, error = %e, "final backup failed"),
+                }
+            }
+            let last = |c: &SessionClient| c.status().last_backup.map(|b| b.id);
+            let before = last(&client);
+            let _ = r.stop.send(true);
+            r.handle.join().await;
+            let after = last(&client);
+            if final_backup.is_none() && after != before {
+                final_backup = after;
+            }
+        }
+        let forgotten_objects = if forget {
+            self.deps.backups.forget(id).await?
+        } else {
+            0
+        };
+        tracing::info!(session = %id, forget, forgotten_objects, "session removed");
+        Ok(Removed {
+            session: id.clone(),
+            final_backup,
+            forgotten_objects,
+        })
+    }
+
+    async fn spawn(&self, spec: &SessionConfig) {
+        let mut running = self.running.lock().await;
+        self.start_locked(&mut running, spec);
+    }
+
+    fn start_locked(
+        &self,
+        running: &mut BTreeMap<SessionId, Running>,
+        spec: &SessionConfig,
+    ) -> SessionClient {
+        let (stop, stop_rx) = watch::channel(false);
+        let handle = SessionHandle::spawn(
+            SessionSpec::from_config(&self.config, spec),
+            self.deps.clone(),
+            stop_rx,
+        );
+        let client = handle.client().clone();
+        running.insert(spec.id.clone(), Running { handle, stop });
+        self.publish(running);
+        client
+    }
+
+    fn publish(&self, running: &BTreeMap<SessionId, Running>) {
+        self.clients.send_replace(Arc::new(
+            running
+                .iter()
+                .map(|(id, r)| (id.clone(), r.handle.client().clone()))
+                .collect(),
+        ));
+    }
+
+    /// Stops every session (graceful close, shutdown backup), killing
+    /// those still busy after `bound`.
+    async fn stop_all(&self, bound: Duration) {
+        let running = {
+            let mut running = self.running.lock().await;
+            self.stopping.store(true, Ordering::Relaxed);
+            std::mem::take(&mut *running)
+        };
+        for r in running.values() {
+            let _ = r.stop.send(true);
+        }
+        let aborts: Vec<_> = running
+            .values()
+            .map(|r| (r.handle.client().id().clone(), r.handle.abort_handle()))
+            .collect();
+        let drain = futures::future::join_all(running.into_values().map(|r| r.handle.join()));
+        if tokio::time::timeout(bound, drain).await.is_err() {
+            for (id, abort) in aborts {
+                if !abort.is_finished() {
+                    tracing::error!(session = %id, "did not stop within {} s; killing it", bound.as_secs());
+                    abort.abort();
+                }
+            }
+        }
+    }
+}
+
 /// The scheduled run: ask each running session for a backup, one at a
 /// time (a quiesced backup closes that session's browser briefly), then
 /// apply retention. Sessions that need a login are skipped: their profile
 /// would bury the last logged-in backup.
-fn scheduled_backups(sessions: Vec<SessionClient>, backups: Arc<Backups>) -> Task {
+fn scheduled_backups(set: Arc<SessionSet>, backups: Arc<Backups>) -> Task {
     Arc::new(move || {
-        let sessions = sessions.clone();
+        let sessions: Vec<SessionClient> = set.clients.borrow().values().cloned().collect();
         let backups = Arc::clone(&backups);
         Box::pin(async move {
             for session in &sessions {
@@ -289,7 +477,8 @@ fn scheduled_backups(sessions: Vec<SessionClient>, backups: Arc<Backups>) -> Tas
 struct Outlets {
     feed: Arc<EventFeed>,
     webhooks: WebhookSender,
-    sessions: BTreeMap<SessionId, SessionClient>,
+    /// The running sessions, as they come and go.
+    sessions: watch::Receiver<Arc<BTreeMap<SessionId, SessionClient>>>,
 }
 
 impl Outlets {
@@ -332,9 +521,9 @@ async fn notify(
                 Ok(event) => {
                     outlets.publish_session_event(&event);
                     if let SessionEvent::StateChanged { session, to: SessionState::NeedsLogin, .. } = &event
-                        && let Some(client) = outlets.sessions.get(session)
+                        && let Some(client) = outlets.sessions.borrow().get(session).cloned()
                     {
-                        looks.spawn(needs_login(client.clone()));
+                        looks.spawn(needs_login(client));
                     }
                 }
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "webhooks fell behind session events"),

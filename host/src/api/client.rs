@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::auth::ApiToken;
+use super::auth::{ApiToken, TokenSource};
 use crate::config::Config;
 use crate::id::SessionId;
 
@@ -55,6 +55,11 @@ pub struct ApiClient {
     addr: SocketAddr,
     base: String,
     token: Option<ApiToken>,
+    /// Where `vigil run` writes the token it generates at each start, when
+    /// that is where this client's token comes from: a host that started
+    /// just now may replace it after this client read it, so a `401` makes
+    /// the client read it again, once.
+    regenerated: Option<std::path::PathBuf>,
     http: reqwest::Client,
     /// For event streams: no bound on the whole request, one on silence.
     streaming: reqwest::Client,
@@ -107,6 +112,7 @@ impl ApiClient {
             addr,
             base: format!("http://{addr}"),
             token,
+            regenerated: None,
             http,
             streaming,
         }
@@ -122,7 +128,12 @@ impl ApiClient {
                 reason,
             },
         )?;
-        Ok(Self::new(config.api.listen, token))
+        let mut client = Self::new(config.api.listen, token);
+        let from_env = std::env::var("VIGIL_API_TOKEN").is_ok_and(|t| !t.trim().is_empty());
+        if !from_env && config.api.token_file.is_none() {
+            client.regenerated = Some(super::auth::generated_token_path(config));
+        }
+        Ok(client)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -154,6 +165,24 @@ impl ApiClient {
 
     pub async fn sessions(&self) -> Result<Value, ClientError> {
         self.send(reqwest::Method::GET, "/v1/sessions", None)
+            .await?
+            .json()
+            .await
+    }
+
+    /// Adds a session (`body` is its `[[session]]` as JSON); the new
+    /// session as the host sees it.
+    pub async fn add_session(&self, body: Value) -> Result<Value, ClientError> {
+        self.send(reqwest::Method::POST, "/v1/sessions", Some(body))
+            .await?
+            .json()
+            .await
+    }
+
+    /// Removes a session (and its backups with `forget`).
+    pub async fn remove_session(&self, id: &SessionId, forget: bool) -> Result<Value, ClientError> {
+        let path = format!("/v1/sessions/{id}?forget={forget}");
+        self.send(reqwest::Method::DELETE, &path, None)
             .await?
             .json()
             .await
@@ -258,7 +287,7 @@ impl ApiClient {
             None => "/v1/events".to_owned(),
         };
         let answer = self
-            .send_with(&self.streaming, reqwest::Method::GET, &path, None)
+            .send_via(&self.streaming, reqwest::Method::GET, &path, None)
             .await?;
         Ok(EventStream {
             url: answer.url,
@@ -280,7 +309,50 @@ impl ApiClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<Answer, ClientError> {
-        self.send_with(&self.http, method, path, body).await
+        self.send_via(&self.http, method, path, body).await
+    }
+
+    /// Sends with `http`; a `401` with a generated token reads the token
+    /// file again and retries once.
+    async fn send_via(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Answer, ClientError> {
+        let first = self
+            .send_with(
+                http,
+                method.clone(),
+                path,
+                body.clone(),
+                self.token.as_ref(),
+            )
+            .await;
+        let Err(ClientError::Api { status: 401, .. }) = &first else {
+            return first;
+        };
+        let Some(file) = &self.regenerated else {
+            return first;
+        };
+        // A host that started just now writes its new token a moment after
+        // it may already answer; read it again and retry once.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let fresh = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|secret| ApiToken::new(&secret, TokenSource::Generated(file.clone())).ok());
+        match fresh {
+            Some(fresh)
+                if self
+                    .token
+                    .as_ref()
+                    .is_none_or(|t| t.secret() != fresh.secret()) =>
+            {
+                self.send_with(http, method, path, body, Some(&fresh)).await
+            }
+            _ => first,
+        }
     }
 
     async fn send_with(
@@ -289,10 +361,11 @@ impl ApiClient {
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
+        token: Option<&ApiToken>,
     ) -> Result<Answer, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = http.request(method, &url);
-        if let Some(token) = &self.token {
+        if let Some(token) = token {
             request = request.bearer_auth(token.secret());
         }
         if let Some(body) = body {
@@ -325,7 +398,7 @@ impl ApiClient {
             .as_str()
             .map_or_else(|| format!("{url}: HTTP {status}: {text}"), str::to_owned);
         if code == "unauthorized" {
-            match &self.token {
+            match token {
                 Some(t) => message.push_str(&format!(" (token from {})", t.source())),
                 None => {
                     message.push_str(" (no token found: set VIGIL_API_TOKEN or [api] token_file)")

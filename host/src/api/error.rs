@@ -7,8 +7,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::backup::BackupError;
+use crate::fleet::FleetError;
 use crate::id::SessionId;
 use crate::session::SessionError;
+use crate::supervisor::SupervisorError;
 use crate::volume::VolumeError;
 
 /// Every error code the API answers with (listed in `docs/openapi.json`).
@@ -44,6 +46,10 @@ pub enum ErrorCode {
     /// The backup is encrypted and this host has no identity that opens
     /// it (409): set `[backup] identity`.
     NoIdentity,
+    /// A session with this id already exists (409).
+    SessionExists,
+    /// The session is defined in a `vigil.toml`: remove it there (409).
+    DefinedInConfig,
     /// The host is shutting down (503).
     ShuttingDown,
     /// The backup store failed or is unreachable (502).
@@ -139,6 +145,41 @@ impl From<SessionError> for ApiError {
             SessionError::Qr { .. } => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         };
         Self::new(status, code, message)
+    }
+}
+
+impl From<SupervisorError> for ApiError {
+    fn from(e: SupervisorError) -> Self {
+        let message = e.to_string();
+        match e {
+            SupervisorError::Catalog(f) => {
+                let (status, code) = match f {
+                    FleetError::DuplicateSession { .. } => {
+                        (StatusCode::CONFLICT, ErrorCode::SessionExists)
+                    }
+                    FleetError::DefinedInConfig { .. } => {
+                        (StatusCode::CONFLICT, ErrorCode::DefinedInConfig)
+                    }
+                    FleetError::NoSuchSession { .. } => {
+                        (StatusCode::NOT_FOUND, ErrorCode::SessionNotFound)
+                    }
+                    _ => (StatusCode::BAD_GATEWAY, ErrorCode::StoreError),
+                };
+                Self::new(status, code, message)
+            }
+            SupervisorError::Backup(b) => Self::from(b),
+            SupervisorError::Session { source, .. } => Self::from(source),
+            SupervisorError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ShuttingDown,
+                message,
+            ),
+            _ => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                message,
+            ),
+        }
     }
 }
 

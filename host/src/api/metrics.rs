@@ -231,7 +231,8 @@ impl HostMetrics {
 
 impl Collector for HostMetrics {
     fn collect(&self, out: &mut Exposition) {
-        let sessions: Vec<SessionStatus> = self.host.sessions().map(|s| s.status()).collect();
+        let sessions: Vec<SessionStatus> =
+            self.host.sessions().iter().map(|s| s.status()).collect();
         sessions_metrics(&sessions, out);
         backup_metrics(&sessions, out);
         restore_metrics(&sessions, out);

@@ -36,7 +36,7 @@ use crate::id::SessionId;
 use crate::journal::Journal;
 use crate::policy::PolicyRuntime;
 use crate::session::{SessionClient, SessionState};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{SessionSet, Supervisor};
 use crate::webhook::{WebhookSender, WebhookStats};
 
 pub use auth::{ApiToken, TokenSource, generated_token_path};
@@ -72,7 +72,10 @@ pub enum ApiStartError {
 /// clone.
 #[derive(Clone)]
 pub struct Host {
-    sessions: Arc<BTreeMap<SessionId, SessionClient>>,
+    /// The running sessions, as they come and go.
+    sessions: watch::Receiver<Arc<BTreeMap<SessionId, SessionClient>>>,
+    /// Where sessions are added and removed.
+    control: Arc<SessionSet>,
     policies: Arc<PolicyRuntime>,
     journal: Journal,
     backups: Arc<Backups>,
@@ -84,12 +87,8 @@ pub struct Host {
 impl Host {
     pub fn of(supervisor: &Supervisor) -> Self {
         Self {
-            sessions: Arc::new(
-                supervisor
-                    .sessions()
-                    .map(|s| (s.id().clone(), s.clone()))
-                    .collect(),
-            ),
+            sessions: supervisor.session_set().watch(),
+            control: Arc::clone(supervisor.session_set()),
             policies: Arc::clone(supervisor.policies()),
             journal: supervisor.journal().clone(),
             backups: Arc::clone(supervisor.backups()),
@@ -99,13 +98,18 @@ impl Host {
         }
     }
 
-    pub fn session(&self, id: &SessionId) -> Option<&SessionClient> {
-        self.sessions.get(id)
+    pub fn session(&self, id: &SessionId) -> Option<SessionClient> {
+        self.sessions.borrow().get(id).cloned()
     }
 
     /// Every session, ordered by id.
-    pub fn sessions(&self) -> impl Iterator<Item = &SessionClient> {
-        self.sessions.values()
+    pub fn sessions(&self) -> Vec<SessionClient> {
+        self.sessions.borrow().values().cloned().collect()
+    }
+
+    /// Adds and removes sessions while the host runs.
+    pub fn control(&self) -> &Arc<SessionSet> {
+        &self.control
     }
 
     pub fn policies(&self) -> &Arc<PolicyRuntime> {
@@ -138,6 +142,7 @@ impl Host {
     /// Sessions still starting, restoring or launching.
     pub fn unsettled(&self) -> Vec<SessionId> {
         self.sessions()
+            .into_iter()
             .filter(|s| !s.state().is_settled())
             .map(|s| s.id().clone())
             .collect()
@@ -146,7 +151,7 @@ impl Host {
     /// Every session is past start-up: what `/readyz` and systemd's
     /// READY=1 wait for.
     pub fn ready(&self) -> bool {
-        self.sessions().all(|s| s.state().is_settled())
+        self.sessions().iter().all(|s| s.state().is_settled())
     }
 
     pub async fn wait_ready(&self) {
@@ -163,6 +168,7 @@ impl Host {
     pub fn liveness(&self) -> Result<(), NotAlive> {
         let ended: Vec<SessionId> = self
             .sessions()
+            .iter()
             .filter(|s| s.watch().has_changed().is_err())
             .map(|s| s.id().clone())
             .collect();
@@ -183,7 +189,7 @@ impl Host {
             .iter()
             .filter_map(|s| counts.get(s.as_str()).map(|n| format!("{n} {s}")))
             .collect();
-        let n = self.sessions.len();
+        let n = self.sessions.borrow().len();
         format!(
             "{n} session{}: {}",
             if n == 1 { "" } else { "s" },

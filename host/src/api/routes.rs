@@ -26,6 +26,7 @@ use super::error::{ApiError, ErrorCode};
 use super::metrics::{self, Collector};
 use super::views;
 use crate::backup::BackupId;
+use crate::config::SessionConfig;
 use crate::feed::{Item, Subscription};
 use crate::id::SessionId;
 use crate::journal::Since;
@@ -90,7 +91,9 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(Method::GET, "/readyz", OPEN, readyz),
         endpoint(Method::GET, "/metrics", TOKEN, scrape),
         endpoint(Method::GET, "/v1/sessions", TOKEN, list_sessions),
+        endpoint(Method::POST, "/v1/sessions", TOKEN, add_session),
         endpoint(Method::GET, "/v1/sessions/{id}", TOKEN, get_session),
+        endpoint(Method::DELETE, "/v1/sessions/{id}", TOKEN, remove_session),
         endpoint(
             Method::GET,
             "/v1/sessions/{id}/backups",
@@ -196,12 +199,13 @@ async fn scrape(State(state): State<Shared>) -> Response {
 
 // -------------------------------------------------------------- sessions
 
-fn session<'a>(state: &'a AppState, id: &str) -> Result<&'a SessionClient, ApiError> {
+fn session(state: &AppState, id: &str) -> Result<SessionClient, ApiError> {
     id.parse::<SessionId>()
         .ok()
         .and_then(|id| state.host.session(&id))
         .ok_or_else(|| {
-            let known: Vec<&SessionId> = state.host.sessions().map(SessionClient::id).collect();
+            let sessions = state.host.sessions();
+            let known: Vec<&SessionId> = sessions.iter().map(SessionClient::id).collect();
             ApiError::session_not_found(id, &known)
         })
 }
@@ -224,9 +228,53 @@ async fn list_sessions(State(state): State<Shared>) -> axum::Json<views::Session
         sessions: state
             .host
             .sessions()
+            .iter()
             .map(|s| views::SessionSummary::from(s.status()))
             .collect(),
     })
+}
+
+async fn add_session(State(state): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+    let spec: SessionConfig = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be a session: {{\"id\": \"...\", \"url\": \"https://...\"}} with the \
+             optional fields of a [[session]] in vigil.toml (README \"Adding and removing sessions\"): {e}"
+        ))
+    })?;
+    spec.check().map_err(ApiError::bad_request)?;
+    let client = state.host.control().add(spec).await?;
+    let location = format!("/v1/sessions/{}", client.id());
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(views::SessionDetail::from(client.status())),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveQuery {
+    /// Also delete the session's backups.
+    #[serde(default)]
+    forget: bool,
+}
+
+async fn remove_session(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<RemoveQuery>,
+) -> Result<axum::Json<crate::supervisor::Removed>, ApiError> {
+    let id: SessionId = id
+        .parse()
+        .map_err(|e: crate::id::SessionIdError| ApiError::bad_request(e.to_string()))?;
+    let removed = tokio::time::timeout(
+        LONG_OPERATION,
+        state.host.control().remove(&id, query.forget),
+    )
+    .await
+    .map_err(|_| ApiError::timeout("the removal", &id, LONG_OPERATION))??;
+    Ok(axum::Json(removed))
 }
 
 async fn get_session(
@@ -254,7 +302,7 @@ async fn backup_now(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let session = session(&state, &id)?;
-    let manifest = within("the backup", session, LONG_OPERATION, session.backup_now()).await?;
+    let manifest = within("the backup", &session, LONG_OPERATION, session.backup_now()).await?;
     let location = format!("/v1/sessions/{}/backups", session.id());
     Ok((
         StatusCode::CREATED,
@@ -296,7 +344,7 @@ async fn restore(
     };
     let report = within(
         "the restore",
-        session,
+        &session,
         LONG_OPERATION,
         session.restore(request.backup, request.force),
     )
@@ -309,7 +357,7 @@ async fn restart(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let session = session(&state, &id)?;
-    within("the restart", session, SHORT_OPERATION, session.restart()).await?;
+    within("the restart", &session, SHORT_OPERATION, session.restart()).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(views::Accepted {
@@ -327,7 +375,7 @@ async fn screenshot(
     let session = session(&state, &id)?;
     let png = within(
         "the screenshot",
-        session,
+        &session,
         SHORT_OPERATION,
         session.screenshot(),
     )
@@ -390,7 +438,7 @@ async fn login_qr(
     let session = session(&state, &id)?;
     let found = within(
         "reading its QR code",
-        session,
+        &session,
         SHORT_OPERATION,
         session.login_qr(),
     )

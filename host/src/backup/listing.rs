@@ -9,7 +9,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::manifest::{BackupId, FailureMark, Manifest};
-use super::{BackupEntry, BackupError, Backups, Listing};
+use super::{BackupEntry, BackupError, Backups, Lineage, Listing};
 use crate::id::SessionId;
 use crate::volume;
 
@@ -17,6 +17,32 @@ impl Backups {
     /// The backups of `session`, newest first.
     pub async fn list(&self, session: &SessionId) -> Result<Vec<BackupEntry>, BackupError> {
         Ok(self.listing(session).await?.entries)
+    }
+
+    /// The backups of `session` as its fleet owner sees them, newest
+    /// first: those `lineage` refuses (a fenced owner's late backups) are
+    /// marked damaged, in the store too, so that every listing, restore and
+    /// retention run treats them so from then on.
+    pub async fn list_admitted(
+        &self,
+        session: &SessionId,
+        lineage: &Lineage,
+    ) -> Result<Vec<BackupEntry>, BackupError> {
+        let mut entries = self.list(session).await?;
+        for entry in entries.iter_mut().filter(|e| e.failure.is_none()) {
+            let Some(reason) = lineage.refusal(&entry.manifest) else {
+                continue;
+            };
+            if let Err(e) = self.mark_failed(session, entry.id(), &reason).await {
+                tracing::warn!(%session, id = %entry.id(), error = %e, "could not mark a refused backup");
+            }
+            entry.failure = Some(FailureMark {
+                reason,
+                at: Utc::now(),
+                host: volume::hostname(),
+            });
+        }
+        Ok(entries)
     }
 
     /// Sessions that have anything in the store.
@@ -135,9 +161,8 @@ impl Backups {
                 }
             }
         }
-        scan.entries.sort_by(|a, b| {
-            (b.manifest.created, &b.manifest.id).cmp(&(a.manifest.created, &a.manifest.id))
-        });
+        scan.entries
+            .sort_by(|a, b| b.manifest.order().cmp(&a.manifest.order()));
         Ok(scan)
     }
 

@@ -92,9 +92,24 @@ pub struct Manifest {
     /// `quiesce` or `live`.
     pub mode: String,
     pub excludes: Vec<String>,
+    /// The owner epoch of the host that made it, in a fleet (see
+    /// `fleet`); absent on a single host and in manifests written before
+    /// fleets existed, which count as epoch 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 pub const MANIFEST_FORMAT: u32 = 1;
+
+impl Manifest {
+    /// Where this backup stands among its session's backups: a later owner
+    /// epoch always wins, then the creation time, then the id. So a backup
+    /// a fenced owner publishes late never outranks one made by the owner
+    /// that took over.
+    pub fn order(&self) -> (u64, DateTime<Utc>, &BackupId) {
+        (self.epoch.unwrap_or(0), self.created, &self.id)
+    }
+}
 
 /// "A restore (or verify) of this backup found it damaged": written beside
 /// the manifest so every host sees it, and so the restore policy is not

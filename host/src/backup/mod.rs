@@ -9,7 +9,11 @@
 //! period). `<id>.failed.json` marks a backup found damaged.
 //!
 //! Keeping each session under its own prefix leaves room for several hosts
-//! sharing one store (leases, fencing) without moving objects.
+//! sharing one store without moving objects. In a fleet, the owner passes
+//! a [`Fence`]: its epoch goes into the manifest, and it confirms it still
+//! owns the session right before the manifest is written; listings under
+//! a [`Lineage`] refuse what a fenced owner published late. The fleet's
+//! own objects live under `.fleet/`, a name no session id can take.
 //!
 //! This module never imports `session`, `supervisor`, `browser` or
 //! `policy`, and knows no web app: the caller brings the profile's
@@ -17,6 +21,7 @@
 
 mod config;
 mod import;
+mod lineage;
 mod listing;
 mod manifest;
 mod prune;
@@ -38,6 +43,7 @@ pub use config::{
     KeepLast, S3Options, StoreUrl,
 };
 pub use import::{ImportReport, import};
+pub use lineage::{Lineage, Seal};
 pub use manifest::{BackupId, FailureMark, MANIFEST_FORMAT, Manifest};
 pub use retention::{Verdict, plan as plan_retention};
 
@@ -61,6 +67,17 @@ pub trait Quiesce: Send + Sync {
 
 pub type HookFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HookError>> + Send + 'a>>;
 pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The owner side of a fleet as a backup sees it. A single host passes
+/// none.
+pub trait Fence: Send + Sync {
+    /// The owner epoch stamped into the manifest.
+    fn epoch(&self) -> u64;
+    /// Called once the archive is stored, right before the manifest (the
+    /// commit point) is written: an error means this host no longer owns
+    /// the session, and nothing is published.
+    fn confirm<'a>(&'a self, session: &'a SessionId) -> HookFuture<'a>;
+}
 
 /// For callers with no browser running (the offline CLI): nothing to stop.
 pub struct NoQuiesce;
@@ -226,6 +243,14 @@ pub enum BackupError {
     },
     #[error("identity file {}: {reason}", path.display())]
     Identity { path: PathBuf, reason: String },
+    #[error(
+        "session {session}: this host no longer owns it (epoch {epoch}); the backup was not published: {source}"
+    )]
+    Fenced {
+        session: SessionId,
+        epoch: u64,
+        source: HookError,
+    },
     #[error("session {session}: the quiesce hook failed: {source}")]
     Quiesce {
         session: SessionId,
@@ -314,6 +339,21 @@ impl Backups {
 
     pub fn store_url(&self) -> &str {
         &self.url
+    }
+
+    /// The opened store, for the fleet's own objects beside the backups.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Where Vigil's objects live inside the store.
+    pub fn root(&self) -> &StorePath {
+        &self.root
+    }
+
+    /// For `file://` stores: the folder.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local_dir.as_deref()
     }
 
     pub fn options(&self) -> &BackupOptions {

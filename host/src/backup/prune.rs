@@ -1,6 +1,7 @@
 //! Retention applied to the store, and leftovers of interrupted uploads.
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as StorePath;
 
@@ -94,6 +95,29 @@ impl Backups {
             result.leftovers.extend(swept);
         }
         Ok(result)
+    }
+
+    /// Deletes everything `session` has in the store (its backups, marks
+    /// and leftovers): what removing a session with `forget` asks.
+    /// Returns how many objects went.
+    pub async fn forget(&self, session: &SessionId) -> Result<usize, BackupError> {
+        let prefix = self.session_prefix(session);
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(self.store_err("list", &prefix))?;
+        // Manifests first: a failure half-way leaves unlisted leftovers,
+        // never a listed backup without its archive.
+        let (manifests, rest): (Vec<_>, Vec<_>) = objects
+            .into_iter()
+            .partition(|m| m.location.as_ref().ends_with(".manifest.json"));
+        for meta in manifests.iter().chain(&rest) {
+            self.delete(&meta.location).await?;
+        }
+        tracing::info!(%session, objects = manifests.len() + rest.len(), "forgot the session's backups");
+        Ok(manifests.len() + rest.len())
     }
 
     async fn delete(&self, key: &StorePath) -> Result<(), BackupError> {

@@ -9,7 +9,7 @@ use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 
 use super::BackupMode;
 use super::manifest::{BackupId, MANIFEST_FORMAT, Manifest};
-use super::{BackupError, Backups, Quiesce, store, task_failed};
+use super::{BackupError, Backups, Fence, Quiesce, store, task_failed};
 use crate::archive::{self, ArchiveError, Progress};
 use crate::id::SessionId;
 use crate::volume::{self, LockState, ProfileClaim, VolumeError};
@@ -26,6 +26,22 @@ impl Backups {
         quiesce: Arc<dyn Quiesce>,
         progress: &Progress,
     ) -> Result<Manifest, BackupError> {
+        self.backup_fenced(session, profile, quiesce, progress, None)
+            .await
+    }
+
+    /// [`Backups::backup`] by a fleet owner: the manifest carries the
+    /// fence's epoch, and is written only if the fence confirms, once the
+    /// archive is stored, that this host still owns the session. A refused
+    /// backup deletes its archive and fails with [`BackupError::Fenced`].
+    pub async fn backup_fenced(
+        &self,
+        session: &SessionId,
+        profile: &ProfileClaim,
+        quiesce: Arc<dyn Quiesce>,
+        progress: &Progress,
+        fence: Option<&dyn Fence>,
+    ) -> Result<Manifest, BackupError> {
         let mut guard = ResumeGuard(None);
         if self.options.mode == BackupMode::Quiesce {
             guard = ResumeGuard(Some((Arc::clone(&quiesce), session.clone())));
@@ -37,7 +53,9 @@ impl Backups {
                 });
             }
         }
-        let published = self.publish(session, profile, progress, &mut guard).await;
+        let published = self
+            .publish(session, profile, progress, &mut guard, fence)
+            .await;
         guard.resume().await;
         published
     }
@@ -48,6 +66,7 @@ impl Backups {
         profile: &ProfileClaim,
         progress: &Progress,
         guard: &mut ResumeGuard,
+        fence: Option<&dyn Fence>,
     ) -> Result<Manifest, BackupError> {
         let started = Instant::now();
         let claim = profile.clone();
@@ -169,7 +188,21 @@ impl Backups {
             }
             .to_string(),
             excludes: self.options.excludes.patterns().to_vec(),
+            epoch: fence.map(|f| f.epoch()),
         };
+        if let Some(fence) = fence
+            && let Err(source) = fence.confirm(session).await
+        {
+            // A leftover would be pruned after the grace period; delete it
+            // now, since it can never be published.
+            let _ = self.store.delete(&archive_key).await;
+            tracing::warn!(%session, %id, epoch = fence.epoch(), error = %source, "backup not published: this host lost the session");
+            return Err(BackupError::Fenced {
+                session: session.clone(),
+                epoch: fence.epoch(),
+                source,
+            });
+        }
         let manifest_key = self.key(session, &format!("{id}.manifest.json"));
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serializes");
         self.store

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use object_store::path::Path as StorePath;
 
 use super::manifest::BackupId;
-use super::{BackupEntry, BackupError, Backups, Identities, RestoreReport, store, task_failed};
+use super::{
+    BackupEntry, BackupError, Backups, Identities, Lineage, RestoreReport, store, task_failed,
+};
 use crate::archive::{self, ArchiveError, CheckSummary, Decoding, Expected, Progress};
 use crate::id::SessionId;
 use crate::volume::ProfilePath;
@@ -50,13 +52,36 @@ impl Backups {
         progress: &Progress,
     ) -> Result<RestoreReport, BackupError> {
         self.check_target(session, profile, force).await?;
+        let entries = self.list(session).await?;
+        self.restore_first_good(session, entries, profile, progress)
+            .await
+    }
+
+    /// [`Backups::restore_newest`] by a fleet owner: only backups its
+    /// lineage admits are candidates (see [`Lineage`]).
+    pub async fn restore_newest_admitted(
+        &self,
+        session: &SessionId,
+        profile: &ProfileClaim,
+        force: bool,
+        progress: &Progress,
+        lineage: &Lineage,
+    ) -> Result<RestoreReport, BackupError> {
+        self.check_target(session, profile, force).await?;
+        let entries = self.list_admitted(session, lineage).await?;
+        self.restore_first_good(session, entries, profile, progress)
+            .await
+    }
+
+    async fn restore_first_good(
+        &self,
+        session: &SessionId,
+        entries: Vec<BackupEntry>,
+        profile: &ProfileClaim,
+        progress: &Progress,
+    ) -> Result<RestoreReport, BackupError> {
         let mut skipped = Vec::new();
-        for entry in self
-            .list(session)
-            .await?
-            .into_iter()
-            .filter(BackupEntry::is_good)
-        {
+        for entry in entries.into_iter().filter(BackupEntry::is_good) {
             match self.restore_entry(&entry, profile, progress).await {
                 Ok((files, bytes)) => {
                     return Ok(RestoreReport {

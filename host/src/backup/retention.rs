@@ -35,9 +35,7 @@ pub fn plan(
     keep_last: KeepLast,
 ) -> Vec<(BackupId, Verdict)> {
     let mut sorted: Vec<&BackupEntry> = entries.iter().collect();
-    sorted.sort_by(|a, b| {
-        (b.manifest.created, &b.manifest.id).cmp(&(a.manifest.created, &a.manifest.id))
-    });
+    sorted.sort_by(|a, b| b.manifest.order().cmp(&a.manifest.order()));
     let cutoff = now
         .checked_sub_signed(keep)
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
@@ -84,6 +82,7 @@ mod tests {
                 encrypted: false,
                 mode: "quiesce".into(),
                 excludes: vec![],
+                epoch: None,
             },
             failure: failed.then(|| FailureMark {
                 reason: "bad".into(),

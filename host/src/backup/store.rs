@@ -102,6 +102,10 @@ fn s3(
         }
     }
     b = b.with_url(url.as_str());
+    // Conditional puts (If-None-Match / If-Match) are what a fleet's
+    // ownership rests on; backups never send them, so an AWS_CONDITIONAL_PUT
+    // from the environment may not turn them off.
+    b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
     let s3 = &cfg.s3;
     if let Some(endpoint) = &s3.endpoint {
         b = b.with_endpoint(endpoint);

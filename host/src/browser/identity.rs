@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::secret::{SecretError, SecretSource};
 
@@ -321,8 +321,21 @@ macro_rules! deserialize_from_str {
 }
 deserialize_from_str!(UserAgent, Locale, TimeZone, ProxyUrl);
 
+// Written back as the text they were read from, so that a session stored
+// in the fleet's catalog reads the same again.
+macro_rules! serialize_as_text {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+serialize_as_text!(UserAgent, Locale, TimeZone, ProxyUrl);
+
 /// `window = { width = 1280, height = 800 }`: a session's page size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "WindowFields")]
 pub struct WindowSize {
     pub width: u32,

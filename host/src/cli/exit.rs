@@ -26,13 +26,21 @@ pub const NO_SUCH_BACKUP: u8 = 6;
 /// The backup is encrypted and no identity opens it (`[backup] identity`
 /// unset, unreadable, or holding another key).
 pub const NO_IDENTITY: u8 = 7;
-/// `vigil login`: no session with this id on the running host.
+/// No session with this id on the running host (`vigil login`,
+/// `screenshot`, `restart`, `session remove`, ...: the API's
+/// `session_not_found`).
 pub const NO_SUCH_SESSION: u8 = 8;
 /// `vigil login`: `--timeout` ran out before the session connected.
 pub const TIMED_OUT: u8 = 9;
 /// `vigil login`: the session failed or stopped; it will not connect
 /// without an operator.
 pub const GAVE_UP: u8 = 10;
+/// `vigil session add`: a session with this id already exists (the API's
+/// `session_exists`).
+pub const SESSION_EXISTS: u8 = 11;
+/// `vigil session remove`: the session is defined in a `vigil.toml`;
+/// remove it there (the API's `defined_in_config`).
+pub const DEFINED_IN_CONFIG: u8 = 12;
 
 pub fn code(n: u8) -> ExitCode {
     ExitCode::from(n)
@@ -63,6 +71,9 @@ pub fn of_client_error(e: &ClientError) -> u8 {
             Some("no_good_backup" | "backup_damaged") => NO_GOOD_BACKUP,
             Some("backup_not_found") => NO_SUCH_BACKUP,
             Some("no_identity") => NO_IDENTITY,
+            Some("session_not_found") => NO_SUCH_SESSION,
+            Some("session_exists") => SESSION_EXISTS,
+            Some("defined_in_config") => DEFINED_IN_CONFIG,
             _ => ERROR,
         },
     }

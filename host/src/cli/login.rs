@@ -25,7 +25,7 @@ use vigil::config::Config;
 use vigil::id::SessionId;
 use vigil::qr::Modules;
 
-use super::exit::{GAVE_UP, NO_SUCH_SESSION, NOT_RUNNING, TIMED_OUT};
+use super::exit::{GAVE_UP, NOT_RUNNING, TIMED_OUT};
 use super::printable;
 use super::status::report;
 
@@ -49,13 +49,10 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("--timeout: {} is not a number of seconds", args.timeout))?;
     let config = Config::load(config_path)?;
     let mut screen = Screen::new(std::io::stdout().is_terminal());
+    // An unknown session is exit 8, as for every command (`exit`).
     Ok(
         match wait_for_login(&config, &args.session, timeout, &mut screen).await {
             Ok(code) => code,
-            Err(e) if e.code() == Some("session_not_found") => {
-                eprintln!("error: {e}");
-                ExitCode::from(NO_SUCH_SESSION)
-            }
             Err(e) => report(&e),
         },
     )

@@ -5,10 +5,12 @@
 pub mod events;
 pub mod exit;
 pub mod fixture;
+pub mod fleet;
 pub mod journal;
 pub mod login;
 pub mod policy;
 pub mod run;
+pub mod session;
 pub mod status;
 pub mod storage;
 

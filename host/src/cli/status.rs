@@ -2,7 +2,7 @@
 //! admin API (address from `[api] listen`, token as `vigil run` found it).
 //!
 //! Exit codes: see [`super::exit`] (3 refused in the session's current
-//! state, 5 no host answers at `[api] listen`).
+//! state, 5 no host answers at `[api] listen`, 8 no such session).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,7 +28,7 @@ pub enum Command {
     /// Save a PNG of a session's page (the login QR code, for instance).
     ///
     /// Exit codes: 0 saved, 1 error, 3 no browser running for the session,
-    /// 5 no host running.
+    /// 5 no host running, 8 no such session.
     Screenshot {
         /// The session, as named in vigil.toml.
         session: SessionId,
@@ -38,7 +38,8 @@ pub enum Command {
     },
     /// Close a session's browser and start it again.
     ///
-    /// Exit codes: 0 restarting, 1 error, 5 no host running.
+    /// Exit codes: 0 restarting, 1 error, 5 no host running, 8 no such
+    /// session.
     Restart {
         /// The session, as named in vigil.toml.
         session: SessionId,

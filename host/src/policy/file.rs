@@ -85,39 +85,12 @@ impl SessionPattern {
     }
 
     pub fn matches(&self, session: &str) -> bool {
-        glob_match(self.0.as_bytes(), session.as_bytes())
+        crate::id::glob_matches(self.0.as_bytes(), session.as_bytes())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    // Iterative matcher with one backtrack point: linear for our patterns.
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// A validated policy file.

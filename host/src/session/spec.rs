@@ -1,6 +1,7 @@
-//! What one session is, as plain data taken from `vigil.toml`: its page, its
-//! probe, its profile, and how often to look at it. Built once per start;
-//! nothing here touches the machine.
+//! What one session is, as plain data taken from its `[[session]]` (in
+//! `vigil.toml` or added at runtime) and the host's config: its page, its
+//! probe, its profile, and how often to look at it. Nothing here touches
+//! the machine.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,7 +45,10 @@ impl SessionSpec {
                 .clone()
                 .unwrap_or_else(|| Probe::Script(DEFAULT_PROBE.to_string())),
             profile_dir: config.profile_dir(&session.id),
-            critical: config.critical_files(&session.id),
+            critical: session
+                .critical
+                .clone()
+                .unwrap_or_else(|| config.backup.critical.clone()),
             browser: browser_settings(config, session),
             probe_interval: session
                 .probe_interval_secs

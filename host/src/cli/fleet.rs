@@ -1,0 +1,79 @@
+//! `vigil hosts`: the fleet's membership records, read from the store (no
+//! host needs to run here).
+//!
+//! Exit codes: 0 shown, 1 error (store unreachable).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::json;
+use vigil::backup::Backups;
+use vigil::config::Config;
+use vigil::fleet::{FleetStore, HostState, membership};
+
+pub async fn hosts(config_path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let backups = Backups::open(&config.backup)?;
+    let records = membership::snapshot(&FleetStore::of(&backups)).await?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "hosts": records })).expect("JSON prints")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if records.is_empty() {
+        eprintln!("no host has joined a fleet on {}", backups.store_url());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = chrono::Utc::now();
+    let rows: Vec<[String; 5]> = records
+        .iter()
+        .map(|r| {
+            let state = match &r.state {
+                HostState::Active => "active".to_string(),
+                HostState::Draining => "draining".to_string(),
+                HostState::Dead { by } => format!("dead (declared by {by})"),
+            };
+            let sessions = if r.owned.is_empty() {
+                "-".to_string()
+            } else {
+                r.owned
+                    .keys()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let ago = (now - r.renewed).num_seconds().max(0);
+            [
+                r.host.to_string(),
+                r.incarnation.short().to_string(),
+                state,
+                format!("{ago}s ago"),
+                format!("{} {sessions}", r.owned.len()),
+            ]
+        })
+        .collect();
+    let header = ["HOST", "RUN", "STATE", "RENEWED", "SESSIONS"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(header.map(str::to_string)).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+    eprintln!(
+        "RENEWED is as each host's own clock wrote it; hosts judge each other only by records changing."
+    );
+    Ok(ExitCode::SUCCESS)
+}
