@@ -129,24 +129,34 @@ impl PolicyEngine {
     }
 
     /// Compiles (or loads from the cache) and links a plugin for `role`.
-    /// `policy` names the policy file in errors.
+    /// `policy` names the policy file in errors; `sha256` is the full hex
+    /// sha256 of `bytes` (the caller has it already: hashing a 18 MB
+    /// component is not free).
     pub fn load(
         &self,
         policy: &Path,
         plugin: &Path,
         role: Role,
         bytes: &[u8],
+        sha256: String,
     ) -> Result<Plugin, PolicyError> {
         let started = Instant::now();
-        let sha256 = hex(&Sha256::digest(bytes));
+        let compile_error = |e: wasmtime::Error| PolicyError::Compile {
+            policy: policy.to_path_buf(),
+            plugin: plugin.to_path_buf(),
+            reason: format!("{e:#}"),
+        };
         let (component, compiled_from) = self
             .cache
             .component(&self.engine, bytes, &sha256)
-            .map_err(|e| PolicyError::Compile {
-                policy: policy.to_path_buf(),
-                plugin: plugin.to_path_buf(),
-                reason: format!("{e:#}"),
-            })?;
+            .map_err(compile_error)?;
+        // The image each call's linear memory is mapped from, made now
+        // rather than by the first call: for a Python or JavaScript
+        // component that is megabytes copied, and it must not count against
+        // the self-check's (or the first session's) time limit.
+        component
+            .initialize_copy_on_write_image()
+            .map_err(compile_error)?;
         let wrong_world = |e: wasmtime::Error| PolicyError::WrongWorld {
             policy: policy.to_path_buf(),
             plugin: plugin.to_path_buf(),

@@ -16,13 +16,15 @@ use super::file::{PolicyFile, SessionPattern, file_name};
 use super::runtime::{LoadedPolicy, PolicySource, Shared, parent};
 use super::status::{PolicyInfo, PolicyStatus, Rejection, ReloadEvent, ReloadSummary};
 
+/// Per policy name: (sha256 of the file, sha256 of its plugin) at the last
+/// attempt, accepted or not.
+type Seen = BTreeMap<String, (String, Option<String>)>;
+
 /// What the reloads so far saw, to skip files that did not change and to
 /// keep rejections visible until the file is fixed.
 #[derive(Default)]
 pub(super) struct ReloadBook {
-    /// Per policy name: (sha256 of the file, sha256 of its plugin) at the
-    /// last attempt, accepted or not.
-    seen: BTreeMap<String, (String, Option<String>)>,
+    seen: Seen,
     rejected: BTreeMap<String, Rejection>,
     last_reload: Option<ReloadSummary>,
     /// Folders holding the policies' plugins, for the watcher.
@@ -39,10 +41,13 @@ impl Shared {
     ) -> Result<LoadedPolicy, PolicyError> {
         let plugin = match previous {
             Some(p) if p.plugin.sha256 == wasm_sha && p.file.role == file.role => p.plugin.clone(),
-            _ => Arc::new(
-                self.engine
-                    .load(&file.path, &file.plugin_path, file.role, wasm)?,
-            ),
+            _ => Arc::new(self.engine.load(
+                &file.path,
+                &file.plugin_path,
+                file.role,
+                wasm,
+                wasm_sha.to_owned(),
+            )?),
         };
         let loaded = LoadedPolicy {
             name: Arc::from(file.name.as_str()),
@@ -100,8 +105,21 @@ impl Shared {
         }
     }
 
+    /// One reload. Reloads run one at a time (`reloading`); the book is
+    /// locked only to read it at the start and to record the outcome at the
+    /// end, never while a plugin compiles: compiling a 12-18 MB component
+    /// (Python, JavaScript) takes seconds, and [`status`](Self::status),
+    /// the admin API and `/metrics` must answer meanwhile, as calls to every
+    /// loaded policy (the old version of the one being replaced included)
+    /// do: they read only the catalog, swapped at the very end.
     pub(super) fn reconcile(&self) -> Vec<ReloadEvent> {
-        let mut book = self.reload.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self
+            .reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .seen
+            .clone();
         let current = self
             .catalog
             .read()
@@ -121,18 +139,20 @@ impl Shared {
         let mut events = Vec::new();
         let mut names = BTreeSet::new();
         let mut plugin_dirs = BTreeSet::new();
+        let mut accepted = BTreeSet::new();
+        let mut rejected = BTreeMap::new();
         for spec in specs {
             let path = spec.path().to_path_buf();
             let name = file_name(&path);
             names.insert(name.clone());
             let previous = by_name.get(name.as_str()).copied();
-            let attempt = self.attempt(&spec, &mut book, previous, &mut plugin_dirs);
+            let attempt = self.attempt(&spec, &mut seen, previous, &mut plugin_dirs);
             match attempt {
                 Attempt::Unchanged => next.extend(previous.cloned()),
                 Attempt::Accepted(loaded) => {
                     let loaded = Arc::new(loaded);
                     tracing::info!(policy = %name, role = %loaded.file.role, plugin = %loaded.plugin.path.display(), sha256 = loaded.plugin.short_sha(), from = ?loaded.plugin.compiled_from, load_ms = loaded.plugin.load_time.as_secs_f64() * 1e3, "policy loaded");
-                    book.rejected.remove(&name);
+                    accepted.insert(name.clone());
                     events.push(ReloadEvent::Accepted {
                         file: path,
                         role: loaded.file.role,
@@ -146,7 +166,7 @@ impl Shared {
                     let still_serving = previous.map(|p| p.plugin.short_sha().to_owned());
                     tracing::error!(policy = %name, error = %error, still_serving = ?still_serving, "policy refused");
                     let reason = error.to_string();
-                    book.rejected.insert(
+                    rejected.insert(
                         name.clone(),
                         Rejection {
                             file: path.clone(),
@@ -170,10 +190,14 @@ impl Shared {
                 file: gone.file.path.clone(),
             });
         }
-        book.seen.retain(|name, _| names.contains(name));
-        book.rejected.retain(|name, _| names.contains(name));
-        book.plugin_dirs = plugin_dirs;
+        seen.retain(|name, _| names.contains(name));
 
+        let mut book = self.reload.lock().unwrap_or_else(|e| e.into_inner());
+        book.seen = seen;
+        book.rejected
+            .retain(|name, _| names.contains(name) && !accepted.contains(name));
+        book.rejected.extend(rejected);
+        book.plugin_dirs = plugin_dirs;
         if !events.is_empty() {
             *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
             book.last_reload = Some(ReloadSummary {
@@ -190,7 +214,7 @@ impl Shared {
     fn attempt(
         &self,
         spec: &PolicySpec,
-        book: &mut ReloadBook,
+        seen: &mut Seen,
         previous: Option<&Arc<LoadedPolicy>>,
         plugin_dirs: &mut BTreeSet<PathBuf>,
     ) -> Attempt {
@@ -203,7 +227,7 @@ impl Shared {
                     Ok(t) => t,
                     Err(source) => {
                         return self.note(
-                            book,
+                            seen,
                             &name,
                             (String::new(), None),
                             PolicyError::Read {
@@ -216,7 +240,7 @@ impl Shared {
                 let sha = hex(&Sha256::digest(text.as_bytes()));
                 match PolicyFile::parse(path, &text) {
                     Ok(f) => (f, sha),
-                    Err(e) => return self.note(book, &name, (sha, None), e),
+                    Err(e) => return self.note(seen, &name, (sha, None), e),
                 }
             }
         };
@@ -242,15 +266,15 @@ impl Shared {
                         source,
                     },
                 };
-                return self.note(book, &name, (file_sha, None), error);
+                return self.note(seen, &name, (file_sha, None), error);
             }
         };
         let wasm_sha = hex(&Sha256::digest(&wasm));
         let fingerprint = (file_sha, Some(wasm_sha.clone()));
-        if book.seen.get(&name) == Some(&fingerprint) {
+        if seen.get(&name) == Some(&fingerprint) {
             return Attempt::Unchanged;
         }
-        book.seen.insert(name, fingerprint);
+        seen.insert(name, fingerprint);
         match self.load(file, previous.map(|p| &**p), &wasm, &wasm_sha) {
             Ok(loaded) => Attempt::Accepted(loaded),
             Err(e) => Attempt::Rejected(e),
@@ -260,15 +284,15 @@ impl Shared {
     /// Records a failed attempt, unless the same inputs already failed.
     fn note(
         &self,
-        book: &mut ReloadBook,
+        seen: &mut Seen,
         name: &str,
         fingerprint: (String, Option<String>),
         error: PolicyError,
     ) -> Attempt {
-        if book.seen.get(name) == Some(&fingerprint) {
+        if seen.get(name) == Some(&fingerprint) {
             return Attempt::Unchanged;
         }
-        book.seen.insert(name.to_owned(), fingerprint);
+        seen.insert(name.to_owned(), fingerprint);
         Attempt::Rejected(error)
     }
 

@@ -104,6 +104,9 @@ pub(crate) struct Shared {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) catalog: RwLock<Arc<Vec<Arc<LoadedPolicy>>>>,
     pub(super) reload: Mutex<ReloadBook>,
+    /// Held for a whole reload, so reloads run one at a time while the
+    /// book above stays free for status readers.
+    pub(super) reloading: Mutex<()>,
     pub(super) memory: MemoryBank,
     pub(super) metrics: Metrics,
     pub(super) events: broadcast::Sender<ReloadEvent>,
@@ -152,6 +155,7 @@ impl PolicyRuntime {
                 clock: options.clock,
                 catalog: RwLock::new(Arc::new(Vec::new())),
                 reload: Mutex::new(ReloadBook::default()),
+                reloading: Mutex::new(()),
                 memory: MemoryBank::default(),
                 metrics: Metrics::default(),
                 events: broadcast::channel(64).0,
