@@ -6,6 +6,7 @@ pub mod exit;
 pub mod fixture;
 pub mod policy;
 pub mod run;
+pub mod scaffold;
 pub mod status;
 pub mod storage;
 

@@ -14,11 +14,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
+use super::clock::SystemClock;
+use super::config::PolicyConfig;
 use super::error::PolicyError;
-use super::file::{Limits, MAX_MEMORY_BYTES};
+use super::file::{Limits, MAX_MEMORY_BYTES, MAX_TIMEOUT};
 use super::memory::KvMemory;
 use super::types::Role;
 use super::wit::{CallState, keepalive, restore, watchdog};
+use crate::id::SessionId;
 
 /// How often the epoch advances while calls run: the granularity of
 /// timeouts.
@@ -56,6 +59,21 @@ pub(crate) struct Plugin {
     pub pre: RolePre,
     pub compiled_from: CompileSource,
     pub load_time: Duration,
+    pub footprint: Footprint,
+}
+
+/// What an instance of a plugin costs before any call, measured at load
+/// with one throwaway instance under the highest limits. Every call pays
+/// it again (a fresh instance per call), which is what matters for a
+/// Python or JavaScript component, whose interpreter is its start state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Footprint {
+    /// Size of the `.wasm`.
+    pub size_bytes: u64,
+    /// Linear memory of a fresh instance, before its first call.
+    pub start_memory_bytes: u64,
+    /// Time to make a fresh instance, in microseconds.
+    pub instantiate_us: u64,
 }
 
 impl Plugin {
@@ -189,13 +207,49 @@ impl PolicyEngine {
                 .map_err(wrong_world)?,
             ),
         };
+        let load_time = started.elapsed();
+        let footprint = self.footprint(&pre, plugin, bytes.len());
         Ok(Plugin {
             path: plugin.to_path_buf(),
             sha256,
             pre,
             compiled_from,
-            load_time: started.elapsed(),
+            load_time,
+            footprint,
         })
+    }
+
+    /// Instantiates `pre` once, calling nothing, to see what an instance
+    /// costs. A failure here shows again in the self-check call.
+    fn footprint(&self, pre: &RolePre, plugin: &Path, size: usize) -> Footprint {
+        let generous = Limits {
+            timeout: MAX_TIMEOUT,
+            memory_bytes: MAX_MEMORY_BYTES,
+        };
+        let state = CallState::new(
+            generous.memory_bytes,
+            KvMemory::default(),
+            Arc::new(PolicyConfig::new()),
+            Arc::new(SystemClock),
+            Arc::from(super::file::file_name(plugin)),
+            SessionId::new("footprint").expect("valid id"),
+        );
+        let mut peak = 0;
+        let started = Instant::now();
+        let _ = self.call(generous, state, |store| {
+            let instantiated = match pre {
+                RolePre::Keepalive(p) => p.instantiate(&mut *store).map(drop),
+                RolePre::Watchdog(p) => p.instantiate(&mut *store).map(drop),
+                RolePre::Restore(p) => p.instantiate(&mut *store).map(drop),
+            };
+            peak = store.data().limiter.peak;
+            instantiated
+        });
+        Footprint {
+            size_bytes: size as u64,
+            start_memory_bytes: peak as u64,
+            instantiate_us: started.elapsed().as_micros().try_into().unwrap_or(u64::MAX),
+        }
     }
 
     /// Runs `call` in a fresh Store bounded by `limits`. Returns the memory

@@ -10,11 +10,13 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::engine::hex;
+use super::engine::{Footprint, hex};
 use super::error::PolicyError;
-use super::file::{PolicyFile, SessionPattern, file_name};
+use super::file::{MAX_MEMORY_BYTES, MAX_TIMEOUT, PolicyFile, SessionPattern, file_name};
 use super::runtime::{LoadedPolicy, PolicySource, Shared, parent};
-use super::status::{PolicyInfo, PolicyStatus, Rejection, ReloadEvent, ReloadSummary};
+use super::status::{
+    FallbackCause, PolicyInfo, PolicyStatus, Rejection, ReloadEvent, ReloadSummary,
+};
 
 /// Per policy name: (sha256 of the file, sha256 of its plugin) at the last
 /// attempt, accepted or not.
@@ -61,7 +63,7 @@ impl Shared {
             .map_err(|cause| PolicyError::SelfCheck {
                 policy: loaded.file.path.clone(),
                 plugin: loaded.file.plugin_path.clone(),
-                cause,
+                cause: explain(&cause, loaded.plugin.footprint),
             })?;
         Ok(loaded)
     }
@@ -321,6 +323,7 @@ impl Shared {
                     priority: p.file.priority,
                     interval: p.file.interval,
                     limits: p.limits,
+                    footprint: p.plugin.footprint,
                     permissions: p.file.permissions,
                     loaded_at_ms: p.loaded_at_ms,
                 })
@@ -328,6 +331,49 @@ impl Shared {
             rejected: book.rejected.values().cloned().collect(),
             last_reload: book.last_reload.clone(),
         }
+    }
+}
+
+/// A failed self-check in words, with the limit to raise when the failure
+/// is one: a Python or JavaScript component may need more than a Rust one.
+pub(super) fn explain(cause: &FallbackCause, footprint: Footprint) -> String {
+    const MIB: u64 = 1 << 20;
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / MIB as f64);
+    match cause {
+        FallbackCause::MemoryLimit { limit_bytes } => {
+            let start = footprint.start_memory_bytes;
+            if start > *limit_bytes {
+                // Room for the call's own growth: the next power of two
+                // above the start size plus an eighth.
+                let wanted = (start + start / 8)
+                    .div_ceil(MIB)
+                    .next_power_of_two()
+                    .min(MAX_MEMORY_BYTES / MIB);
+                format!(
+                    "{cause}: this component needs {} of linear memory at start; the policy's memory limit is {}: set [limits] memory = \"{wanted}MiB\"",
+                    mib(start),
+                    mib(*limit_bytes)
+                )
+            } else {
+                format!(
+                    "{cause}: the call grew its linear memory past the limit (a fresh instance starts at {}): raise [limits] memory",
+                    mib(start)
+                )
+            }
+        }
+        FallbackCause::Timeout { limit } => {
+            let make_ms = footprint.instantiate_us as f64 / 1e3;
+            let limit_ms = limit.as_millis() as u64;
+            // Four times what making an instance took here, in tens of ms,
+            // and at least twice the present limit.
+            let wanted = ((footprint.instantiate_us * 4).div_ceil(10_000) * 10)
+                .max(limit_ms * 2)
+                .min(MAX_TIMEOUT.as_millis() as u64);
+            format!(
+                "{cause}: making a fresh instance of this component took {make_ms:.1} ms here (every call makes one); the policy's timeout is {limit_ms} ms: set [limits] timeout = \"{wanted}ms\" if the plugin does not loop"
+            )
+        }
+        other => other.to_string(),
     }
 }
 
@@ -349,4 +395,48 @@ enum Attempt {
     Unchanged,
     Accepted(LoadedPolicy),
     Rejected(PolicyError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_limit_too_small_for_the_component_names_the_setting_and_the_number() {
+        let python = Footprint {
+            size_bytes: 18 << 20,
+            start_memory_bytes: 28 << 20,
+            instantiate_us: 1_400,
+        };
+        let memory = explain(
+            &FallbackCause::MemoryLimit {
+                limit_bytes: 16 << 20,
+            },
+            python,
+        );
+        assert!(
+            memory.ends_with("this component needs 28.0 MiB of linear memory at start; the policy's memory limit is 16.0 MiB: set [limits] memory = \"32MiB\""),
+            "{memory}"
+        );
+        let slow = Footprint {
+            instantiate_us: 12_300,
+            ..python
+        };
+        let timeout = explain(
+            &FallbackCause::Timeout {
+                limit: Duration::from_millis(10),
+            },
+            slow,
+        );
+        assert!(
+            timeout.contains("took 12.3 ms here") && timeout.contains("timeout = \"50ms\""),
+            "{timeout}"
+        );
+        let trap = FallbackCause::Trap {
+            message: "unreachable".into(),
+        };
+        assert_eq!(explain(&trap, python), "trap: unreachable");
+    }
 }

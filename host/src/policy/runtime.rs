@@ -635,7 +635,7 @@ impl Shared {
 
     /// One call with made-up inputs; its memory is thrown away. A plugin
     /// that cannot answer this is refused at load.
-    pub(super) fn self_check(&self, policy: &LoadedPolicy) -> Result<(), String> {
+    pub(super) fn self_check(&self, policy: &LoadedPolicy) -> Result<(), FallbackCause> {
         let facts = self_check_facts();
         let served_by = match policy.file.role {
             Role::Keepalive => self.keepalive_call(policy, &facts, false).served_by,
@@ -659,7 +659,7 @@ impl Shared {
             }
         };
         match served_by {
-            ServedBy::Fallback { cause, .. } => Err(cause.to_string()),
+            ServedBy::Fallback { cause, .. } => Err(cause),
             _ => Ok(()),
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::engine::CompileSource;
+use super::engine::{CompileSource, Footprint};
 use super::file::{Limits, Permissions};
 use super::types::{Action, Role};
 
@@ -210,6 +210,8 @@ pub struct PolicyInfo {
     #[serde(with = "super::types::millis::option")]
     pub interval: Option<Duration>,
     pub limits: Limits,
+    /// What a fresh instance of the plugin costs (measured at load).
+    pub footprint: Footprint,
     pub permissions: Permissions,
     /// Milliseconds since the Unix epoch (runtime clock).
     pub loaded_at_ms: u64,
