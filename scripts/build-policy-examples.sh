@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the example policies in other languages (examples/policies/<lang>/<name>/)
-# into target/policy-examples/<lang>/<name>.wasm with the same build script
+# Builds the example policies in other languages (examples/policies/<lang>/<name>/,
+# and the test-only ones in tests/policies/<lang>/<name>/) into
+# target/policy-examples/<lang>/<name>.wasm with the same build script
 # `vigil policy new` writes (host/src/cli/scaffold/build-<lang>.sh, rendered
 # with the pins of scripts/policy-tools.env), so the examples also test it.
 # A component is rebuilt only when its source, the template, the WIT or a
@@ -20,6 +21,7 @@ world_of() {
     activity) echo keepalive ;;
     heartbeat) echo watchdog ;;
     restore-default) echo restore ;;
+    hog) echo keepalive ;;
     *) echo "build-policy-examples: which world does example $1 implement? (add it here)" >&2; exit 1 ;;
   esac
 }
@@ -31,7 +33,8 @@ for lang in "${languages[@]}"; do
     *) echo "build-policy-examples: unknown language $lang (python or js)" >&2; exit 1 ;;
   esac
   template=host/src/cli/scaffold/build-$lang.sh
-  for dir in examples/policies/"$lang"/*/; do
+  for dir in examples/policies/"$lang"/*/ tests/policies/"$lang"/*/; do
+    [ -f "$dir/$source_file" ] || continue
     name=$(basename "$dir")
     world=$(world_of "$name")
     wasm="$out/$lang/$name.wasm"

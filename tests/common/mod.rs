@@ -6,6 +6,7 @@ pub mod api;
 pub mod chromium;
 pub mod fixture;
 pub mod host;
+pub mod languages;
 pub mod plugins;
 pub mod profile;
 pub mod s3;
