@@ -17,7 +17,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::clock::SystemClock;
 use super::config::PolicyConfig;
 use super::error::PolicyError;
-use super::file::{Limits, MAX_MEMORY_BYTES, MAX_TIMEOUT};
+use super::file::{Limits, MAX_MEMORY_BYTES};
 use super::memory::KvMemory;
 use super::types::Role;
 use super::wit::{CallState, keepalive, restore, watchdog};
@@ -26,6 +26,9 @@ use crate::id::SessionId;
 /// How often the epoch advances while calls run: the granularity of
 /// timeouts.
 const TICK: Duration = Duration::from_millis(1);
+
+/// The bound on the one instantiation that measures a plugin's footprint.
+const FOOTPRINT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Component instances the pooling allocator keeps slots for: the most
 /// calls that can run at once. More wait for a slot.
@@ -220,10 +223,12 @@ impl PolicyEngine {
     }
 
     /// Instantiates `pre` once, calling nothing, to see what an instance
-    /// costs. A failure here shows again in the self-check call.
+    /// costs: the highest memory cap, and a second (a plugin whose start
+    /// never ends must not hold a reload up for long). A failure here shows
+    /// again in the self-check call.
     fn footprint(&self, pre: &RolePre, plugin: &Path, size: usize) -> Footprint {
         let generous = Limits {
-            timeout: MAX_TIMEOUT,
+            timeout: FOOTPRINT_TIMEOUT,
             memory_bytes: MAX_MEMORY_BYTES,
         };
         let state = CallState::new(
