@@ -363,7 +363,7 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
         let body = op
             .path
             .ends_with("/restore")
-            .then(|| json!({ "backup": backup }));
+            .then(|| json!({ "backup": backup, "force": true }));
         let answer = call(base, &op.method, &path, Some(TOKEN), body).await;
         assert!(
             (200..300).contains(&answer.status),
@@ -397,6 +397,11 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
         ),
         (json!({ "backup": "not a backup id" }), 400, "bad_request"),
         (json!({ "from": "yesterday" }), 400, "bad_request"),
+        // The same guard as the CLI: a connected session's working login
+        // is replaced only with force.
+        (json!({}), 409, "refused"),
+        (json!({ "backup": backup }), 409, "refused"),
+        (json!({ "backup": backup, "force": false }), 409, "refused"),
     ] {
         let answer = call(base, "POST", &concrete, Some(TOKEN), Some(body.clone())).await;
         assert_eq!(answer.status, status, "{body}: {}", answer.text());
@@ -501,7 +506,7 @@ async fn vigil_status_and_systemd_follow_a_running_vigil_run() {
     assert_eq!(code, 0, "{stderr}");
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert!(
-        listed
+        listed["backups"]
             .as_array()
             .unwrap()
             .iter()

@@ -106,10 +106,13 @@ fn import_back_up_to_s3_and_a_folder_lose_the_profile_and_survive_a_corrupted_ba
 
     let listed: serde_json::Value =
         serde_json::from_str(&ok(s.vigil().args(["backups", "main", "--json"]))).unwrap();
+    assert_eq!(listed["session"], "main");
+    let listed = &listed["backups"];
     assert_eq!(listed[0]["id"], newer.as_str());
     assert_eq!(listed[0]["verified"], false);
+    assert!(listed[0]["size_bytes"].as_u64().unwrap() > 0);
     assert!(
-        listed[0]["failed"]["reason"]
+        listed[0]["damaged"]["reason"]
             .as_str()
             .unwrap()
             .contains("checksum")
@@ -204,6 +207,37 @@ fn restore_without_backups_or_over_a_login_says_why() {
     let out = run(s.vigil().args(["restore", "main"]));
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("--force"));
+
+    // Each cause has its own exit code (README, "Exit codes").
+    let out = run(s.vigil().args([
+        "restore",
+        "main",
+        "--force",
+        "--backup",
+        "20000101T000000Z-00000000",
+    ]));
+    assert_eq!(code(&out), 6, "an unknown backup: {}", stderr(&out));
+    assert!(stderr(&out).contains("no backup 20000101T000000Z-00000000"));
+}
+
+/// An encrypted backup restored by a config without the identity: exit
+/// code 7 and the setting to fix, not a generic error.
+#[test]
+fn an_encrypted_restore_without_the_identity_says_so() {
+    let identity = age::x25519::Identity::generate();
+    let s = Setup::new(
+        StoreKind::File,
+        &format!("encrypt_to = [\"{}\"]", identity.to_public()),
+    );
+    profile::small(&s.profile_dir());
+    ok(s.vigil().args(["backup", "main"]));
+    let out = run(s.vigil().args(["restore", "main", "--force"]));
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[backup] identity"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -237,6 +271,24 @@ fn config_mistakes_name_the_file_line_and_column() {
         "{message}"
     );
     assert!(message.contains("keep_dayz"), "{message}");
+
+    // A missing file: named, with the OS's reason said once.
+    let missing = s.path("missing.toml");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("--config")
+        .arg(&missing)
+        .args(["backups", "main"]));
+    assert_eq!(code(&out), 1);
+    let message = stderr(&out);
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+    assert_eq!(
+        message.matches("No such file or directory").count(),
+        1,
+        "{message}"
+    );
 
     let out = run(s.vigil().args(["backup", "nobody"]));
     assert_eq!(code(&out), 1);

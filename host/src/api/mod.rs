@@ -18,7 +18,7 @@ pub mod client;
 mod error;
 pub mod metrics;
 mod routes;
-mod views;
+pub mod views;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -151,6 +151,9 @@ pub struct BackupView {
     /// `quiesce` or `live`.
     pub mode: String,
     pub critical: Vec<ProfilePath>,
+    /// Written completely with its checksum recorded, and not found
+    /// damaged since: a restore may use it.
+    pub verified: bool,
     /// Set when a restore or verify found it damaged.
     pub damaged: Option<FailureMark>,
 }
@@ -169,6 +172,7 @@ impl BackupView {
             encrypted: m.encrypted,
             mode: m.mode,
             critical: m.critical,
+            verified: damaged.is_none(),
             damaged,
         }
     }
@@ -180,7 +184,8 @@ impl From<BackupEntry> for BackupView {
     }
 }
 
-/// `GET /v1/sessions/{id}/backups`, newest first.
+/// `GET /v1/sessions/{id}/backups` and `vigil backups --json`, newest
+/// first.
 #[derive(Serialize)]
 pub struct BackupList {
     pub session: SessionId,

@@ -317,10 +317,17 @@ async fn list(config: &Config, session: &SessionId, json: bool) -> Result<ExitCo
     let backups = open(config)?;
     let entries = backups.list(session).await?;
     if json {
-        let rows: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
+        // The API's own view, so scripts read one set of field names.
+        let list = vigil::api::views::BackupList {
+            session: session.clone(),
+            backups: entries
+                .into_iter()
+                .map(vigil::api::views::BackupView::from)
+                .collect(),
+        };
         println!(
             "{}",
-            serde_json::to_string_pretty(&rows).context("writing JSON")?
+            serde_json::to_string_pretty(&list).context("writing JSON")?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -349,24 +356,6 @@ async fn list(config: &Config, session: &SessionId, json: bool) -> Result<ExitCo
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The facts a caller (or the restore policy) needs per backup.
-fn entry_json(e: &BackupEntry) -> serde_json::Value {
-    let m = &e.manifest;
-    serde_json::json!({
-        "id": m.id,
-        "created": m.created,
-        "size": m.size,
-        "sha256": m.sha256,
-        "files": m.files,
-        "profile_bytes": m.profile_bytes,
-        "host": m.host,
-        "encrypted": m.encrypted,
-        "critical": m.critical,
-        "verified": e.is_good(),
-        "failed": e.failure,
-    })
 }
 
 async fn restore(

@@ -887,16 +887,34 @@ impl Runner {
         self.restarts.iter().filter(|t| t.elapsed() <= hour).count() as u32
     }
 
-    /// Before an operator's restore closes a working browser: the session
-    /// is not connected (or `force` says to replace its login anyway), and
-    /// the backup asked for exists (or, when none is named, some good one
-    /// does).
+    /// Before an operator's restore closes a working browser: the backup
+    /// asked for exists (or, when none is named, some good one does), and
+    /// the session is not connected, unless `force` says to replace its
+    /// working login anyway.
     async fn check_restorable(
         &self,
         backup: Option<&BackupId>,
         force: bool,
     ) -> Result<(), SessionError> {
         let session = &self.spec.id;
+        let entries = self.deps.backups.list(session).await?;
+        match backup {
+            Some(id) if !entries.iter().any(|e| e.id() == id) => {
+                return Err(BackupError::NotFound {
+                    session: session.clone(),
+                    id: id.clone(),
+                }
+                .into());
+            }
+            None if !entries.iter().any(BackupEntry::is_good) => {
+                return Err(BackupError::NoGoodBackup {
+                    session: session.clone(),
+                    tried: Vec::new(),
+                }
+                .into());
+            }
+            _ => {}
+        }
         if !force && self.lifeline.state() == SessionState::Connected {
             return Err(SessionError::Refused {
                 session: session.clone(),
@@ -904,20 +922,7 @@ impl Runner {
                 why: "it is connected, with a working login; pass force to replace its profile with a backup",
             });
         }
-        let entries = self.deps.backups.list(session).await?;
-        match backup {
-            Some(id) if !entries.iter().any(|e| e.id() == id) => Err(BackupError::NotFound {
-                session: session.clone(),
-                id: id.clone(),
-            }
-            .into()),
-            None if !entries.iter().any(BackupEntry::is_good) => Err(BackupError::NoGoodBackup {
-                session: session.clone(),
-                tried: Vec::new(),
-            }
-            .into()),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// Closes the browser, restores `backup` (or the newest good one) over
