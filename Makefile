@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps deps-test plugins check check-packaging
+.PHONY: run test deps deps-test plugins policy-examples check check-packaging
 
 deps:
 	scripts/install-deps.sh run
@@ -16,6 +16,11 @@ deps-test:
 # ones into target/test-plugins/); see README "Policies".
 plugins: deps
 	scripts/build-plugins.sh
+
+# The example policies in Python and JavaScript (examples/policies/), into
+# target/policy-examples/; the tests build them too.
+policy-examples: deps-test
+	scripts/build-policy-examples.sh
 
 run: deps plugins
 	$(CARGO) run -p vigil -- run --config examples/vigil.toml

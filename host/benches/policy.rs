@@ -3,11 +3,18 @@
 //! journal (as a session does), the same decisions made natively, and the
 //! time from a file change to the new version serving, with and without
 //! the compile cache. Run with `cargo bench -p vigil --bench policy`; the
-//! figures go to docs/BENCHMARKS.md.
+//! figures go to docs/BENCHMARKS.md. `cargo bench -p vigil --bench policy
+//! -- languages` prints only the comparison of Rust, Python and JavaScript
+//! policies: component size, first load (compile) and cached load, call
+//! times.
 
 #[path = "../../tests/common/plugins.rs"]
 #[allow(dead_code)]
 mod plugins;
+
+#[path = "../../tests/common/languages.rs"]
+#[allow(dead_code)]
+mod languages;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +34,10 @@ type Decide<'a> = &'a dyn Fn(&PolicyRuntime);
 const RELOADS: usize = 10;
 
 fn main() {
+    if std::env::args().any(|a| a == "languages") {
+        compare_languages();
+        return;
+    }
     let policies = plugins::repo_root().join("policies");
     plugins::plugin("activity");
     let clock = Arc::new(FakeClock::new(1_767_225_600_000));
@@ -305,4 +316,106 @@ fn fmt(d: Duration) -> String {
     } else {
         format!("{:.1} ms", d.as_secs_f64() * 1e3)
     }
+}
+
+/// Calls per language in the comparison (a Python call is a millisecond).
+const LANGUAGE_CALLS: usize = 1_000;
+
+/// The same policies in Rust, Python and JavaScript: size, load time with
+/// and without the compile cache, and the time of a call (a fresh instance
+/// each time, as in production).
+fn compare_languages() {
+    let connected = Facts::new(SessionId::new("main").unwrap(), SessionState::Connected);
+    let mut degraded = connected.clone();
+    degraded.state = SessionState::Degraded;
+    degraded.consecutive_probe_failures = 1;
+    degraded.last_probe_detail = "timeout".into();
+    println!(
+        "{:<24} {:>9} {:>11} {:>11} {:>11} {:>9} {:>9}",
+        "policy", "size", "cold load", "cached load", "instantiate", "call p50", "call p99"
+    );
+    for (name, role) in [
+        ("activity", vigil::policy::Role::Keepalive),
+        ("heartbeat", vigil::policy::Role::Watchdog),
+    ] {
+        for language in ["rust", "python", "js"] {
+            let wasm = match language {
+                "rust" => plugins::plugin(name),
+                other => languages::example(other, name),
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let cache = dir.path().join("cache");
+            let file = dir.path().join("policy.toml");
+            std::fs::write(
+                &file,
+                format!(
+                    "role = \"{role}\"\nplugin = {:?}\n",
+                    wasm.display().to_string()
+                ),
+            )
+            .unwrap();
+            let load = || {
+                let started = Instant::now();
+                let runtime = PolicyRuntime::new(
+                    RuntimeOptions::new(PolicySource::File(file.clone())).cache_dir(&cache),
+                )
+                .unwrap();
+                assert!(
+                    runtime.status().rejected.is_empty(),
+                    "{:?}",
+                    runtime.status().rejected
+                );
+                (runtime, started.elapsed())
+            };
+            let (_, cold) = load();
+            let (runtime, cached) = load();
+            let footprint = runtime.status().policies[0].footprint;
+            let mut fallbacks = Vec::new();
+            let calls = measure_n(LANGUAGE_CALLS, || {
+                let served_by = match role {
+                    vigil::policy::Role::Keepalive => {
+                        runtime.keepalive_blocking(&connected).served_by
+                    }
+                    _ => runtime.watchdog_blocking(&degraded).served_by,
+                };
+                if served_by.is_fallback() {
+                    fallbacks.push(served_by.to_string());
+                }
+            });
+            println!(
+                "{:<24} {:>9} {:>11} {:>11} {:>11} {:>9} {:>9}",
+                format!("{name} ({language})"),
+                format!("{:.1} MB", footprint.size_bytes as f64 / 1e6),
+                fmt(cold),
+                fmt(cached),
+                fmt(Duration::from_micros(footprint.instantiate_us)),
+                fmt(calls.p50),
+                fmt(calls.p99),
+            );
+            println!(
+                "{:<24} start memory {:.1} MiB; {} fallbacks{}",
+                "",
+                footprint.start_memory_bytes as f64 / (1u64 << 20) as f64,
+                fallbacks.len(),
+                fallbacks
+                    .first()
+                    .map(|f| format!(" (first: {f})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn measure_n(n: usize, mut f: impl FnMut()) -> Stats {
+    for _ in 0..n / 10 {
+        f();
+    }
+    let samples = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    Stats::of(samples)
 }

@@ -7,6 +7,7 @@ pub mod chromium;
 pub mod fixture;
 pub mod host;
 pub mod journal;
+pub mod languages;
 pub mod plugins;
 pub mod profile;
 pub mod proxy;

@@ -10,6 +10,7 @@ pub mod journal;
 pub mod login;
 pub mod policy;
 pub mod run;
+pub mod scaffold;
 pub mod session;
 pub mod status;
 pub mod storage;

@@ -1,10 +1,11 @@
-//! `vigil policy check`, `test` and `replay`: validate policy files, run
-//! policies through scripted scenarios, and replay real decisions from a
-//! journal against a new policy, with no browser and no network.
+//! `vigil policy check`, `test`, `replay` and `new`: validate policy
+//! files, run policies through scripted scenarios, replay real decisions
+//! from a journal against a new policy (all with no browser and no
+//! network), and start a new policy in Rust, Python or JavaScript.
 //!
 //! Exit codes: 0 when every file is valid / every step passed / no replayed
-//! decision differs, 1 otherwise (including files that cannot be read or
-//! parsed).
+//! decision differs / the folder was created, 1 otherwise (including files
+//! that cannot be read or parsed, and a name that is taken or not valid).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +15,8 @@ use anyhow::Context;
 use vigil::journal::{self, ReplayOptions, Since, Slice};
 use vigil::policy::scenario::{self, Scenario, ScenarioReport};
 use vigil::policy::{FakeClock, PolicyRuntime, PolicySource, ReloadEvent, Role, RuntimeOptions};
+
+use super::scaffold::{self, Language, RoleArg};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -95,6 +98,19 @@ pub enum Command {
         #[arg(long, env = "VIGIL_POLICY_CACHE")]
         cache_dir: Option<PathBuf>,
     },
+    /// Start a new policy: a folder NAME/ with the role's default policy in
+    /// the chosen language (the same decisions as the shipped plugin), its
+    /// build script, WIT, policy file and a scenario that passes. Prints
+    /// the commands that build and test it.
+    New {
+        /// Names the folder, the .wasm and the policy file: lowercase
+        /// letters, digits and dashes.
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        #[arg(long = "lang", value_enum)]
+        language: Language,
+    },
 }
 
 fn parse_since(text: &str) -> Result<Since, String> {
@@ -145,6 +161,11 @@ pub async fn run(_config: &Path, command: Command) -> anyhow::Result<ExitCode> {
             recorded_config,
             cache_dir,
         } => replay(journals, policy, json, recorded_config, cache_dir).await,
+        Command::New {
+            name,
+            role,
+            language,
+        } => new(&name, role, language),
     }
 }
 
@@ -217,6 +238,23 @@ async fn replay(
     })
 }
 
+fn new(name: &str, role: RoleArg, language: Language) -> anyhow::Result<ExitCode> {
+    let created = scaffold::create(Path::new("."), name, role.into(), language)?;
+    println!(
+        "created {}/: a {} policy in {} that decides like the shipped {}",
+        created.shown,
+        vigil::policy::Role::from(role),
+        language.describe(),
+        created.like
+    );
+    for file in &created.files {
+        println!("  {}/{}", created.shown, file.display());
+    }
+    println!("build it:\n  {}", created.build);
+    println!("test it:\n  {}", created.test);
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn check(files: Vec<PathBuf>, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let mut all_valid = true;
     for file in files {
@@ -243,6 +281,16 @@ async fn check(files: Vec<PathBuf>, cache_dir: Option<PathBuf>) -> anyhow::Resul
                 p.sha256,
                 p.limits.timeout.as_millis(),
                 p.limits.memory_bytes >> 20
+            );
+            // What each call pays before the policy's own code runs: a
+            // fresh instance (megabytes for Python and JavaScript).
+            let f = &p.footprint;
+            println!(
+                "  {:.1} MB component; a fresh instance takes {:.1} ms and starts with {:.1} MiB of linear memory ({:.0}% of the limit)",
+                f.size_bytes as f64 / 1e6,
+                f.instantiate_us as f64 / 1e3,
+                f.start_memory_bytes as f64 / (1u64 << 20) as f64,
+                f.start_memory_bytes as f64 * 100.0 / p.limits.memory_bytes as f64,
             );
         }
     }

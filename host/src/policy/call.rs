@@ -189,7 +189,7 @@ pub(crate) fn self_check<R: PolicyRole>(
     engine: &PolicyEngine,
     policy: &LoadedPolicy,
     now_ms: u64,
-) -> Result<(), String> {
+) -> Result<(), FallbackCause> {
     let setup = CallSetup {
         now_ms,
         config: policy.config.clone(),
@@ -197,7 +197,7 @@ pub(crate) fn self_check<R: PolicyRole>(
     };
     let called = plugin::<R>(engine, policy, &R::self_check_input(), setup);
     match called.decision.served_by {
-        ServedBy::Fallback { cause, .. } => Err(cause.to_string()),
+        ServedBy::Fallback { cause, .. } => Err(cause),
         _ => Ok(()),
     }
 }

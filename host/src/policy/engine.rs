@@ -13,20 +13,25 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 use super::answer::excerpt;
+use super::config::PolicyConfig;
 use super::error::PolicyError;
 use super::file::{Limits, MAX_MEMORY_BYTES};
 use super::memory::KvMemory;
 use super::role::{PolicyRole, dispatch};
 use super::types::Role;
 use super::wit::CallState;
+use crate::id::SessionId;
 
 /// How often the epoch advances while calls run: the granularity of
 /// timeouts.
 const TICK: Duration = Duration::from_millis(1);
+
+/// The bound on the one instantiation that measures a plugin's footprint.
+const FOOTPRINT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Component instances the pooling allocator keeps slots for: the most
 /// calls that can run at once. More wait for a slot.
@@ -55,6 +60,21 @@ pub(crate) struct Plugin {
     pre: Box<dyn Any + Send + Sync>,
     pub compiled_from: CompileSource,
     pub load_time: Duration,
+    pub footprint: Footprint,
+}
+
+/// What an instance of a plugin costs before any call, measured at load
+/// with one throwaway instance under the highest limits. Every call pays
+/// it again (a fresh instance per call), which is what matters for a
+/// Python or JavaScript component, whose interpreter is its start state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Footprint {
+    /// Size of the `.wasm`.
+    pub size_bytes: u64,
+    /// Linear memory of a fresh instance, before its first call.
+    pub start_memory_bytes: u64,
+    /// Time to make a fresh instance, in microseconds.
+    pub instantiate_us: u64,
 }
 
 impl Plugin {
@@ -121,24 +141,34 @@ impl PolicyEngine {
     }
 
     /// Compiles (or loads from the cache) and links a plugin for `role`.
-    /// `policy` names the policy file in errors.
+    /// `policy` names the policy file in errors; `sha256` is the full hex
+    /// sha256 of `bytes` (the caller has it already: hashing a 18 MB
+    /// component is not free).
     pub fn load(
         &self,
         policy: &Path,
         plugin: &Path,
         role: Role,
         bytes: &[u8],
+        sha256: String,
     ) -> Result<Plugin, PolicyError> {
         let started = Instant::now();
-        let sha256 = hex(&Sha256::digest(bytes));
+        let compile_error = |e: wasmtime::Error| PolicyError::Compile {
+            policy: policy.to_path_buf(),
+            plugin: plugin.to_path_buf(),
+            reason: format!("{e:#}"),
+        };
         let (component, compiled_from) = self
             .cache
             .component(&self.engine, bytes, &sha256)
-            .map_err(|e| PolicyError::Compile {
-                policy: policy.to_path_buf(),
-                plugin: plugin.to_path_buf(),
-                reason: format!("{e:#}"),
-            })?;
+            .map_err(compile_error)?;
+        // The image each call's linear memory is mapped from, made now
+        // rather than by the first call: for a Python or JavaScript
+        // component that is megabytes copied, and it must not count against
+        // the self-check's (or the first session's) time limit.
+        component
+            .initialize_copy_on_write_image()
+            .map_err(compile_error)?;
         let wrong_world = |e: wasmtime::Error| PolicyError::WrongWorld {
             policy: policy.to_path_buf(),
             plugin: plugin.to_path_buf(),
@@ -149,14 +179,49 @@ impl PolicyEngine {
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
         let pre: Box<dyn Any + Send + Sync> =
-            dispatch!(role, R => Box::new(R::prepare(linked).map_err(wrong_world)?));
+            dispatch!(role, R => Box::new(R::prepare(linked.clone()).map_err(wrong_world)?));
+        let load_time = started.elapsed();
+        let footprint = self.footprint(&linked, plugin, bytes.len());
         Ok(Plugin {
             path: plugin.to_path_buf(),
             sha256,
             pre,
             compiled_from,
-            load_time: started.elapsed(),
+            load_time,
+            footprint,
         })
+    }
+
+    /// Instantiates `linked` once, calling nothing, to see what an
+    /// instance costs: the highest memory cap, and a second (a plugin whose
+    /// start never ends must not hold a reload up for long). The same for
+    /// every role: making the instance is all it measures. A failure here
+    /// shows again in the self-check call.
+    fn footprint(&self, linked: &InstancePre<CallState>, plugin: &Path, size: usize) -> Footprint {
+        let generous = Limits {
+            timeout: FOOTPRINT_TIMEOUT,
+            memory_bytes: MAX_MEMORY_BYTES,
+        };
+        let state = CallState::new(
+            generous.memory_bytes,
+            KvMemory::default(),
+            Arc::new(PolicyConfig::new()),
+            0,
+            Arc::from(super::file::file_name(plugin)),
+            SessionId::new("footprint").expect("valid id"),
+        );
+        let mut peak = 0;
+        let started = Instant::now();
+        let _ = self.call(generous, state, |store| {
+            let instantiated = linked.instantiate(&mut *store).map(drop);
+            peak = store.data().limiter.peak;
+            instantiated
+        });
+        Footprint {
+            size_bytes: size as u64,
+            start_memory_bytes: peak as u64,
+            instantiate_us: started.elapsed().as_micros().try_into().unwrap_or(u64::MAX),
+        }
     }
 
     /// Runs `call` in a fresh Store bounded by `limits`. Returns the memory

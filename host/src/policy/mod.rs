@@ -41,7 +41,7 @@ mod wit;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{ConfigValue, PolicyConfig};
-pub use engine::CompileSource;
+pub use engine::{CompileSource, Footprint};
 pub use error::PolicyError;
 pub use file::{Limits, Permissions, PolicyFile};
 pub use memory::MEMORY_CAP_BYTES;

@@ -15,11 +15,15 @@ use super::call::self_check;
 use super::catalog::{Catalog, LoadedPolicy};
 use super::clock::Clock;
 use super::config::PolicyConfig;
-use super::engine::{PolicyEngine, hex};
+use super::engine::{Footprint, PolicyEngine, hex};
 use super::error::PolicyError;
-use super::file::{Limits, Permissions, PolicyFile, SessionPattern, file_name};
+use super::file::{
+    Limits, MAX_MEMORY_BYTES, MAX_TIMEOUT, Permissions, PolicyFile, SessionPattern, file_name,
+};
 use super::role::dispatch;
-use super::status::{PolicyInfo, PolicyStatus, Rejection, ReloadEvent, ReloadSummary};
+use super::status::{
+    FallbackCause, PolicyInfo, PolicyStatus, Rejection, ReloadEvent, ReloadSummary,
+};
 use super::types::Role;
 
 /// Where the runtime finds its policies.
@@ -69,15 +73,20 @@ pub(super) struct Reloader {
     source: PolicySource,
     default_limits: Limits,
     book: Mutex<ReloadBook>,
+    /// Held for a whole reload, so reloads run one at a time while the
+    /// book above stays free for status readers.
+    reloading: Mutex<()>,
 }
+
+/// Per policy name: (sha256 of the file, sha256 of its plugin) at the last
+/// attempt, accepted or not.
+type Seen = BTreeMap<String, (String, Option<String>)>;
 
 /// What the reloads so far saw, to skip files that did not change and to
 /// keep rejections visible until the file is fixed.
 #[derive(Default)]
 struct ReloadBook {
-    /// Per policy name: (sha256 of the file, sha256 of its plugin) at the
-    /// last attempt, accepted or not.
-    seen: BTreeMap<String, (String, Option<String>)>,
+    seen: Seen,
     rejected: BTreeMap<String, Rejection>,
     last_reload: Option<ReloadSummary>,
     /// Folders holding the policies' plugins, for the watcher.
@@ -90,6 +99,7 @@ impl Reloader {
             source,
             default_limits,
             book: Mutex::new(ReloadBook::default()),
+            reloading: Mutex::new(()),
         }
     }
 
@@ -128,11 +138,13 @@ impl Reloader {
     ) -> Result<LoadedPolicy, PolicyError> {
         let plugin = match previous {
             Some(p) if p.plugin.sha256 == wasm_sha && p.file.role == file.role => p.plugin.clone(),
-            _ => Arc::new(
-                tools
-                    .engine
-                    .load(&file.path, &file.plugin_path, file.role, wasm)?,
-            ),
+            _ => Arc::new(tools.engine.load(
+                &file.path,
+                &file.plugin_path,
+                file.role,
+                wasm,
+                wasm_sha.to_owned(),
+            )?),
         };
         let now_ms = tools.clock.now_ms();
         let loaded = LoadedPolicy {
@@ -148,7 +160,7 @@ impl Reloader {
             |cause| PolicyError::SelfCheck {
                 policy: loaded.file.path.clone(),
                 plugin: loaded.file.plugin_path.clone(),
-                cause,
+                cause: explain(&cause, loaded.plugin.footprint),
             },
         )?;
         Ok(loaded)
@@ -193,8 +205,21 @@ impl Reloader {
         }
     }
 
+    /// One reload. Reloads run one at a time (`reloading`); the book is
+    /// locked only to read it at the start and to record the outcome at the
+    /// end, never while a plugin compiles: compiling a 12-18 MB component
+    /// (Python, JavaScript) takes seconds, and [`status`](Self::status),
+    /// the admin API and `/metrics` must answer meanwhile, as calls to every
+    /// loaded policy (the old version of the one being replaced included)
+    /// do: they read only the catalog, swapped at the very end.
     pub fn reconcile(&self, tools: &ReloadTools<'_>) -> Vec<ReloadEvent> {
-        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self
+            .book
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .seen
+            .clone();
         let current = tools.catalog.current();
         let by_name: BTreeMap<&str, &Arc<LoadedPolicy>> =
             current.iter().map(|p| (&*p.name, p)).collect();
@@ -210,18 +235,20 @@ impl Reloader {
         let mut events = Vec::new();
         let mut names = BTreeSet::new();
         let mut plugin_dirs = BTreeSet::new();
+        let mut accepted = BTreeSet::new();
+        let mut rejected = BTreeMap::new();
         for spec in specs {
             let path = spec.path().to_path_buf();
             let name = file_name(&path);
             names.insert(name.clone());
             let previous = by_name.get(name.as_str()).copied();
-            let attempt = self.attempt(tools, &spec, &mut book, previous, &mut plugin_dirs);
+            let attempt = self.attempt(tools, &spec, &mut seen, previous, &mut plugin_dirs);
             match attempt {
                 Attempt::Unchanged => next.extend(previous.cloned()),
                 Attempt::Accepted(loaded) => {
                     let loaded = Arc::new(*loaded);
                     tracing::info!(policy = %name, role = %loaded.file.role, plugin = %loaded.plugin.path.display(), sha256 = loaded.plugin.short_sha(), from = ?loaded.plugin.compiled_from, load_ms = loaded.plugin.load_time.as_secs_f64() * 1e3, "policy loaded");
-                    book.rejected.remove(&name);
+                    accepted.insert(name.clone());
                     events.push(ReloadEvent::Accepted {
                         file: path,
                         role: loaded.file.role,
@@ -235,7 +262,7 @@ impl Reloader {
                     let still_serving = previous.map(|p| p.plugin.short_sha().to_owned());
                     tracing::error!(policy = %name, error = %error, still_serving = ?still_serving, "policy refused");
                     let reason = error.to_string();
-                    book.rejected.insert(
+                    rejected.insert(
                         name.clone(),
                         Rejection {
                             file: path.clone(),
@@ -259,8 +286,13 @@ impl Reloader {
                 file: gone.file.path.clone(),
             });
         }
-        book.seen.retain(|name, _| names.contains(name));
-        book.rejected.retain(|name, _| names.contains(name));
+        seen.retain(|name, _| names.contains(name));
+
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        book.seen = seen;
+        book.rejected
+            .retain(|name, _| names.contains(name) && !accepted.contains(name));
+        book.rejected.extend(rejected);
         book.plugin_dirs = plugin_dirs;
 
         if !events.is_empty() {
@@ -280,7 +312,7 @@ impl Reloader {
         &self,
         tools: &ReloadTools<'_>,
         spec: &PolicySpec,
-        book: &mut ReloadBook,
+        seen: &mut Seen,
         previous: Option<&Arc<LoadedPolicy>>,
         plugin_dirs: &mut BTreeSet<PathBuf>,
     ) -> Attempt {
@@ -293,7 +325,7 @@ impl Reloader {
                     Ok(t) => t,
                     Err(source) => {
                         return self.note(
-                            book,
+                            seen,
                             &name,
                             (String::new(), None),
                             PolicyError::Read {
@@ -306,7 +338,7 @@ impl Reloader {
                 let sha = hex(&Sha256::digest(text.as_bytes()));
                 match PolicyFile::parse(path, &text) {
                     Ok(f) => (f, sha),
-                    Err(e) => return self.note(book, &name, (sha, None), e),
+                    Err(e) => return self.note(seen, &name, (sha, None), e),
                 }
             }
         };
@@ -332,15 +364,15 @@ impl Reloader {
                         source,
                     },
                 };
-                return self.note(book, &name, (file_sha, None), error);
+                return self.note(seen, &name, (file_sha, None), error);
             }
         };
         let wasm_sha = hex(&Sha256::digest(&wasm));
         let fingerprint = (file_sha.clone(), Some(wasm_sha.clone()));
-        if book.seen.get(&name) == Some(&fingerprint) {
+        if seen.get(&name) == Some(&fingerprint) {
             return Attempt::Unchanged;
         }
-        book.seen.insert(name, fingerprint);
+        seen.insert(name, fingerprint);
         match self.load(
             tools,
             file,
@@ -357,15 +389,15 @@ impl Reloader {
     /// Records a failed attempt, unless the same inputs already failed.
     fn note(
         &self,
-        book: &mut ReloadBook,
+        seen: &mut Seen,
         name: &str,
         fingerprint: (String, Option<String>),
         error: PolicyError,
     ) -> Attempt {
-        if book.seen.get(name) == Some(&fingerprint) {
+        if seen.get(name) == Some(&fingerprint) {
             return Attempt::Unchanged;
         }
-        book.seen.insert(name.to_owned(), fingerprint);
+        seen.insert(name.to_owned(), fingerprint);
         Attempt::Rejected(error)
     }
 
@@ -390,6 +422,7 @@ impl Reloader {
                     priority: p.file.priority,
                     interval: p.file.interval,
                     limits: p.limits,
+                    footprint: p.plugin.footprint,
                     permissions: p.file.permissions,
                     loaded_at_ms: p.loaded_at_ms,
                 })
@@ -397,6 +430,49 @@ impl Reloader {
             rejected: book.rejected.values().cloned().collect(),
             last_reload: book.last_reload.clone(),
         }
+    }
+}
+
+/// A failed self-check in words, with the limit to raise when the failure
+/// is one: a Python or JavaScript component may need more than a Rust one.
+pub(super) fn explain(cause: &FallbackCause, footprint: Footprint) -> String {
+    const MIB: u64 = 1 << 20;
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / MIB as f64);
+    match cause {
+        FallbackCause::MemoryLimit { limit_bytes } => {
+            let start = footprint.start_memory_bytes;
+            if start > *limit_bytes {
+                // Room for the call's own growth: the next power of two
+                // above the start size plus an eighth.
+                let wanted = (start + start / 8)
+                    .div_ceil(MIB)
+                    .next_power_of_two()
+                    .min(MAX_MEMORY_BYTES / MIB);
+                format!(
+                    "{cause}: this component needs {} of linear memory at start; the policy's memory limit is {}: set [limits] memory = \"{wanted}MiB\"",
+                    mib(start),
+                    mib(*limit_bytes)
+                )
+            } else {
+                format!(
+                    "{cause}: the call grew its linear memory past the limit (a fresh instance starts at {}): raise [limits] memory",
+                    mib(start)
+                )
+            }
+        }
+        FallbackCause::Timeout { limit } => {
+            let make_ms = footprint.instantiate_us as f64 / 1e3;
+            let limit_ms = limit.as_millis() as u64;
+            // Four times what making an instance took here, in tens of ms,
+            // and at least twice the present limit.
+            let wanted = ((footprint.instantiate_us * 4).div_ceil(10_000) * 10)
+                .max(limit_ms * 2)
+                .min(MAX_TIMEOUT.as_millis() as u64);
+            format!(
+                "{cause}: making a fresh instance of this component took {make_ms:.1} ms here (every call makes one); the policy's timeout is {limit_ms} ms: set [limits] timeout = \"{wanted}ms\" if the plugin does not loop"
+            )
+        }
+        other => other.to_string(),
     }
 }
 
@@ -418,4 +494,48 @@ enum Attempt {
     Unchanged,
     Accepted(Box<LoadedPolicy>),
     Rejected(PolicyError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_limit_too_small_for_the_component_names_the_setting_and_the_number() {
+        let python = Footprint {
+            size_bytes: 18 << 20,
+            start_memory_bytes: 28 << 20,
+            instantiate_us: 1_400,
+        };
+        let memory = explain(
+            &FallbackCause::MemoryLimit {
+                limit_bytes: 16 << 20,
+            },
+            python,
+        );
+        assert!(
+            memory.ends_with("this component needs 28.0 MiB of linear memory at start; the policy's memory limit is 16.0 MiB: set [limits] memory = \"32MiB\""),
+            "{memory}"
+        );
+        let slow = Footprint {
+            instantiate_us: 12_300,
+            ..python
+        };
+        let timeout = explain(
+            &FallbackCause::Timeout {
+                limit: Duration::from_millis(10),
+            },
+            slow,
+        );
+        assert!(
+            timeout.contains("took 12.3 ms here") && timeout.contains("timeout = \"50ms\""),
+            "{timeout}"
+        );
+        let trap = FallbackCause::Trap {
+            message: "unreachable".into(),
+        };
+        assert_eq!(explain(&trap, python), "trap: unreachable");
+    }
 }

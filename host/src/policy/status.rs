@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::config::PolicyConfig;
-use super::engine::CompileSource;
+use super::engine::{CompileSource, Footprint};
 use super::file::{Limits, Permissions};
 use super::memory::KvMemory;
 use super::types::{Action, Role};
@@ -255,6 +255,8 @@ pub struct PolicyInfo {
     #[serde(with = "super::types::millis::option")]
     pub interval: Option<Duration>,
     pub limits: Limits,
+    /// What a fresh instance of the plugin costs (measured at load).
+    pub footprint: Footprint,
     pub permissions: Permissions,
     /// Milliseconds since the Unix epoch (runtime clock).
     pub loaded_at_ms: u64,

@@ -85,6 +85,7 @@ impl CallState {
             limiter: MemoryCap {
                 cap: usize::try_from(memory_cap).unwrap_or(usize::MAX),
                 hit: false,
+                peak: 0,
             },
             memory,
             config,
@@ -151,6 +152,9 @@ impl WasiView for CallState {
 pub(crate) struct MemoryCap {
     cap: usize,
     pub hit: bool,
+    /// The largest linear memory granted so far (a memory's creation at
+    /// instantiation counts as growing it from 0).
+    pub peak: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -167,6 +171,7 @@ impl ResourceLimiter for MemoryCap {
                 self.cap
             )));
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
