@@ -935,7 +935,10 @@ async fn vigil_login_draws_the_qr_code_until_a_phone_pairs() {
         (&["screenshot", "nobody", "-o", "x.png"][..], 8),
         (&["restart", "nobody"][..], 8),
         (&["session", "remove", "nobody"][..], 8),
-        (&["session", "add", "main", "--url", "http://127.0.0.1:9/"][..], 11),
+        (
+            &["session", "add", "main", "--url", "http://127.0.0.1:9/"][..],
+            11,
+        ),
         (&["session", "remove", "main"][..], 12),
     ] {
         let (code, _, stderr) = vigil(&setup, args).await;

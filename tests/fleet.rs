@@ -114,8 +114,7 @@ async fn conditional_writes_let_exactly_one_racer_win(kind: StoreKind) {
 
 /// A session as the API adds one: an id and a URL.
 fn api_session(id: &str) -> SessionConfig {
-    serde_json::from_value(serde_json::json!({ "id": id, "url": "http://127.0.0.1:9/" }))
-        .unwrap()
+    serde_json::from_value(serde_json::json!({ "id": id, "url": "http://127.0.0.1:9/" })).unwrap()
 }
 
 async fn sessions_added_at_runtime_survive_and_duplicates_are_refused(kind: StoreKind) {

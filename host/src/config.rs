@@ -571,7 +571,9 @@ fn proxy_mistake(text: &str) -> Option<(std::ops::Range<usize>, String)> {
             &s.id,
             socks,
             s.proxy_credentials_file.is_some(),
-            s.proxy_credentials_env.as_ref().map(|e| e.get_ref().as_str()),
+            s.proxy_credentials_env
+                .as_ref()
+                .map(|e| e.get_ref().as_str()),
         )?;
         let span = match at {
             ProxyField::CredentialsFile => s.proxy_credentials_file?.span(),
