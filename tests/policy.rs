@@ -600,6 +600,10 @@ fn warm_compile_cache(plugins: &[PathBuf]) {
     assert!(p.runtime().status().rejected.is_empty());
 }
 
+/// Long enough for a reload (compile from cache, footprint, self-check)
+/// on a loaded 2-core CI machine while the other tests in this binary run.
+const RELOAD_BOUND: Duration = Duration::from_secs(20);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_runtime_picks_up_a_changed_plugin_and_refuses_a_broken_one() {
     warm_compile_cache(&[plugin("activity"), test_plugin("misbehave")]);
@@ -618,10 +622,11 @@ async fn a_running_runtime_picks_up_a_changed_plugin_and_refuses_a_broken_one() 
         panic!("{:?}", first.served_by)
     };
 
-    // A changed plugin: serving within 2 s, with no call to reload.
+    // A changed plugin: serving soon, with no call to reload. (How soon
+    // is a benchmark's business; the bound only keeps a hang from passing.)
     p.install_plugin(&test_plugin("misbehave"), "plugin.wasm");
     let mut latest = Vec::new();
-    let swapped = within(Duration::from_secs(2), || {
+    let swapped = within(RELOAD_BOUND, || {
         latest = runtime.keepalive_blocking(&connected("main")).value;
         key_presses(&latest).iter().any(|k| k.starts_with("new#"))
     })
@@ -641,7 +646,7 @@ async fn a_running_runtime_picks_up_a_changed_plugin_and_refuses_a_broken_one() 
         .unwrap();
     assert_ne!(serving.sha256, old.sha256);
     std::fs::write(p.path("plugin.wasm"), b"\0asm broken on purpose").unwrap();
-    let rejected = tokio::time::timeout(Duration::from_secs(2), events.recv())
+    let rejected = tokio::time::timeout(RELOAD_BOUND, events.recv())
         .await
         .unwrap()
         .unwrap();
@@ -667,18 +672,12 @@ async fn a_running_runtime_picks_up_a_changed_plugin_and_refuses_a_broken_one() 
 
     // Fixed again: the rejection clears.
     p.install_plugin(&plugin("activity"), "plugin.wasm");
-    assert!(
-        within(Duration::from_secs(2), || runtime
-            .status()
-            .rejected
-            .is_empty())
-        .await
-    );
+    assert!(within(RELOAD_BOUND, || runtime.status().rejected.is_empty()).await);
 
     // Deleting the policy file reverts its sessions to the built-in defaults.
     std::fs::remove_file(p.path("keep.toml")).unwrap();
     assert!(
-        within(Duration::from_secs(2), || runtime
+        within(RELOAD_BOUND, || runtime
             .binding(&session("main"), Role::Keepalive)
             .policy
             .is_none())
