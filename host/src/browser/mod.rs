@@ -40,11 +40,13 @@ mod identity;
 mod memory;
 mod probe;
 mod process;
+mod screencast;
 mod settings;
 mod user_agent;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chromiumoxide::cdp::browser_protocol::browser::{
@@ -77,6 +79,7 @@ pub use identity::{
 pub use memory::{MemoryUsage, ProcessMemory, process_tree, process_tree_memory};
 pub use probe::{PageState, Probe, ProbeOutcome};
 pub use process::{BrowserGone, Exit, ExitSignal, OrphanStop, stop_orphan};
+pub use screencast::{FRAME_GAP, Frame, Screencast};
 pub use settings::{BASE_FLAGS, BrowserSettings, LEAN_FLAGS, chromium_args};
 
 use crate::id::SessionId;
@@ -203,6 +206,7 @@ pub struct Browser {
     settings: BrowserSettings,
     chromium: Attached,
     page: chromiumoxide::Page,
+    screencaster: Arc<screencast::Screencaster>,
 }
 
 impl Browser {
@@ -271,12 +275,18 @@ impl Browser {
             took_ms = started.elapsed().as_millis() as u64,
             "browser launched"
         );
+        let screencaster = screencast::Screencaster::new(
+            session.clone(),
+            page.clone(),
+            (settings.window_width, settings.window_height),
+        );
         Ok(Browser {
             session,
             profile: profile.to_owned(),
             settings: settings.clone(),
             chromium,
             page,
+            screencaster,
         })
     }
 
@@ -420,6 +430,18 @@ impl Browser {
         self.guard("take a screenshot", self.settings.command_timeout, async {
             self.page.screenshot(params).await
         })
+        .await
+    }
+
+    /// The page's screen as it changes, at most every [`FRAME_GAP`], for
+    /// as long as the returned [`Screencast`] is kept (shared with anyone
+    /// else watching). It ends when the browser does.
+    pub async fn screencast(&self) -> Result<Screencast, BrowserError> {
+        self.guard(
+            "start a screencast",
+            self.settings.command_timeout,
+            self.screencaster.watch(self.exit_signal()),
+        )
         .await
     }
 

@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::backup::{BackupError, BackupId, Backups, Manifest, RestoreReport};
-use crate::browser::BrowserError;
+use crate::browser::{BrowserError, Screencast};
 use crate::id::SessionId;
 use crate::journal::Journal;
 use crate::policy::PolicyRuntime;
@@ -148,6 +148,9 @@ enum Command {
     Screenshot {
         reply: oneshot::Sender<Result<Vec<u8>, SessionError>>,
     },
+    Screencast {
+        reply: oneshot::Sender<Result<Screencast, SessionError>>,
+    },
 }
 
 /// A cheap, cloneable way to read and command one session.
@@ -209,6 +212,14 @@ impl SessionClient {
     /// A PNG of the page as it is now.
     pub async fn screenshot(&self) -> Result<Vec<u8>, SessionError> {
         self.ask(|reply| Command::Screenshot { reply }).await
+    }
+
+    /// The page's screen as it changes (at most about 2 frames a second),
+    /// while the returned [`Screencast`] is kept; it ends when the browser
+    /// closes (a restart, a backup in quiesce mode), and the watcher asks
+    /// again.
+    pub async fn screencast(&self) -> Result<Screencast, SessionError> {
+        self.ask(|reply| Command::Screencast { reply }).await
     }
 
     /// The QR code the page shows now (a login code, typically), read from

@@ -306,6 +306,14 @@ impl Runner {
                 let _ = reply.send(result);
                 None
             }
+            Command::Screencast { reply } => {
+                let result = match &self.browser {
+                    Some(browser) => browser.screencast().await.map_err(SessionError::from),
+                    None => Err(self.no_browser("show its screen")),
+                };
+                let _ = reply.send(result);
+                None
+            }
         }
     }
 
