@@ -117,7 +117,14 @@ async fn every_route_but_the_health_checks_needs_the_token(base: &str) {
         let method = route.method.as_str();
         if !route.needs_token {
             assert!(
-                ["/healthz", "/readyz"].contains(&route.path),
+                [
+                    "/healthz",
+                    "/readyz",
+                    "/",
+                    "/console/app.js",
+                    "/console/style.css"
+                ]
+                .contains(&route.path),
                 "{} is open",
                 route.path
             );
@@ -620,6 +627,38 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
             };
             doc.check(&op.method, &op.path, &answer)
                 .unwrap_or_else(|e| panic!("{e}"));
+            continue;
+        }
+        if op.path.ends_with("/screencast") {
+            // The page's screen at once, as a base64 JPEG, while we watch.
+            use base64::Engine as _;
+            let stream = StreamRecorder::open(base, &path).await;
+            let frame = stream
+                .wait_for("a screencast frame", Duration::from_secs(20), |a| {
+                    a.event == "frame"
+                })
+                .await;
+            let jpeg = base64::engine::general_purpose::STANDARD
+                .decode(&frame.data)
+                .expect("a frame is base64");
+            assert_eq!(&jpeg[..3], b"\xff\xd8\xff", "a frame is a JPEG");
+            let answer = Answer {
+                status: 200,
+                content_type: stream.content_type.clone(),
+                headers: Default::default(),
+                body: Vec::new(),
+            };
+            doc.check(&op.method, &op.path, &answer)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let missing = call(
+                base,
+                &op.method,
+                &op.path.replace("{id}", "nobody"),
+                Some(TOKEN),
+                None,
+            )
+            .await;
+            assert_eq!(missing.status, 404, "{path} of nobody");
             continue;
         }
         let body = if op.path.ends_with("/restore") {

@@ -1,6 +1,7 @@
 //! The HTTP admin API served by `vigil run`: sessions, backups, policy
 //! status, screenshots and login QR codes, the event stream (SSE),
-//! `/metrics`, `/healthz` and `/readyz`. Owns the
+//! `/metrics`, `/healthz` and `/readyz`, the screencast of a session's
+//! page, and the web console at `/` (see `console`). Owns the
 //! routes, the bearer-token check, the JSON shapes of responses and
 //! errors, and the Prometheus text. It only reads and commands sessions
 //! through their [`SessionClient`]s: it never touches a profile, a browser
@@ -16,6 +17,7 @@
 
 mod auth;
 pub mod client;
+mod console;
 mod error;
 pub mod metrics;
 mod routes;

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use super::Host;
 use super::auth::{Tokens, require_token};
+use super::console;
 use super::error::{ApiError, ErrorCode};
 use super::metrics::{self, Collector};
 use super::views;
@@ -87,6 +88,9 @@ fn endpoints() -> Vec<Endpoint> {
     const TOKEN: bool = true;
     const OPEN: bool = false;
     vec![
+        endpoint(Method::GET, "/", OPEN, console::index),
+        endpoint(Method::GET, "/console/app.js", OPEN, console::script),
+        endpoint(Method::GET, "/console/style.css", OPEN, console::style),
         endpoint(Method::GET, "/healthz", OPEN, healthz),
         endpoint(Method::GET, "/readyz", OPEN, readyz),
         endpoint(Method::GET, "/metrics", TOKEN, scrape),
@@ -108,6 +112,12 @@ fn endpoints() -> Vec<Endpoint> {
             "/v1/sessions/{id}/screenshot",
             TOKEN,
             screenshot,
+        ),
+        endpoint(
+            Method::GET,
+            "/v1/sessions/{id}/screencast",
+            TOKEN,
+            screencast,
         ),
         endpoint(Method::GET, "/v1/sessions/{id}/journal", TOKEN, journal),
         endpoint(Method::GET, "/v1/sessions/{id}/qr", TOKEN, login_qr),
@@ -388,6 +398,38 @@ async fn screenshot(
         png,
     )
         .into_response())
+}
+
+/// The page's screen while the client stays: server-sent events, each
+/// `event: frame` with a base64 JPEG as `data:`, at most about 2 a second
+/// (a new one only when the page changed). The screencast stops when the
+/// client goes; the stream ends when the browser closes (a restart), and
+/// the client asks again.
+async fn screencast(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
+    let session = session(&state, &id)?;
+    let frames = within(
+        "starting its screencast",
+        &session,
+        SHORT_OPERATION,
+        session.screencast(),
+    )
+    .await?;
+    let mut stopping = state.stopping.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let stream = futures::stream::unfold(frames, |mut frames| async move {
+        let frame = frames.next().await?;
+        let event = sse::Event::default()
+            .event("frame")
+            .data(frame.jpeg_base64.as_str());
+        Some((Ok(event), frames))
+    })
+    .take_until(Box::pin(stopped));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(EVENTS_KEEPALIVE)))
 }
 
 #[derive(Deserialize)]

@@ -34,6 +34,8 @@ pub struct SessionSummary {
     #[serde(with = "rfc3339")]
     pub since: SystemTime,
     pub reason: String,
+    /// Browser restarts in the last hour.
+    pub restarts_last_hour: u32,
     pub last_backup: Option<BackupSummary>,
     pub last_backup_error: Option<String>,
     pub last_decision: Option<DecisionSummary>,
@@ -47,6 +49,7 @@ impl From<SessionStatus> for SessionSummary {
             state: s.state,
             since: s.since,
             reason: s.reason,
+            restarts_last_hour: s.restarts_last_hour,
             last_backup: s.last_backup,
             last_backup_error: s.last_backup_error,
             last_decision: s.last_decision,

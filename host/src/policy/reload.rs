@@ -4,7 +4,7 @@
 //! atomically, and report what happened. Also the status snapshot built
 //! from what the reloads saw.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -22,7 +22,7 @@ use super::file::{
 };
 use super::role::dispatch;
 use super::status::{
-    FallbackCause, PolicyInfo, PolicyStatus, Rejection, ReloadEvent, ReloadSummary,
+    FallbackCause, PolicyInfo, PolicyStatus, RELOAD_HISTORY, Rejection, ReloadEvent, ReloadSummary,
 };
 use super::types::Role;
 
@@ -89,6 +89,8 @@ struct ReloadBook {
     seen: Seen,
     rejected: BTreeMap<String, Rejection>,
     last_reload: Option<ReloadSummary>,
+    /// Newest first, at most [`RELOAD_HISTORY`].
+    history: VecDeque<ReloadSummary>,
     /// Folders holding the policies' plugins, for the watcher.
     plugin_dirs: BTreeSet<PathBuf>,
 }
@@ -297,10 +299,13 @@ impl Reloader {
 
         if !events.is_empty() {
             tools.catalog.swap(next);
-            book.last_reload = Some(ReloadSummary {
+            let summary = ReloadSummary {
                 at_ms: tools.clock.now_ms(),
                 events: events.clone(),
-            });
+            };
+            book.history.truncate(RELOAD_HISTORY - 1);
+            book.history.push_front(summary.clone());
+            book.last_reload = Some(summary);
             for e in &events {
                 let _ = tools.events.send(e.clone());
             }
@@ -429,6 +434,7 @@ impl Reloader {
                 .collect(),
             rejected: book.rejected.values().cloned().collect(),
             last_reload: book.last_reload.clone(),
+            reload_history: book.history.iter().cloned().collect(),
         }
     }
 }

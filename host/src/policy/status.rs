@@ -286,4 +286,10 @@ pub struct PolicyStatus {
     pub policies: Vec<PolicyInfo>,
     pub rejected: Vec<Rejection>,
     pub last_reload: Option<ReloadSummary>,
+    /// The last [`RELOAD_HISTORY`] reloads that changed anything, newest
+    /// first (the first is `last_reload`).
+    pub reload_history: Vec<ReloadSummary>,
 }
+
+/// Reloads kept for [`PolicyStatus::reload_history`].
+pub const RELOAD_HISTORY: usize = 20;
