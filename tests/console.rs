@@ -285,6 +285,15 @@ async fn the_add_form_creates_a_working_session_and_remove_takes_it_away(
         .await
         .json();
     assert_eq!(added["state"], "needs-login", "{added}");
+    // Leaving the live view stops the screencast; the picture shows the
+    // table, the policies and the feed.
+    click(page, "#close-detail").await;
+    wait_js(
+        page,
+        "the detail closed",
+        "document.getElementById('detail').hidden",
+    )
+    .await;
     save_picture(page, "docs/console.png").await;
 
     click(
@@ -363,7 +372,7 @@ impl Operator {
             .tempdir()
             .expect("temp dir");
         let mut config = BrowserConfig::builder()
-            .chrome_executable(common::chromium::settings().executable)
+            .chrome_executable(on_path(&common::chromium::settings().executable))
             .user_data_dir(profile.path())
             .window_size(1280, 1000)
             .viewport(Viewport {
@@ -397,6 +406,17 @@ impl Operator {
         let _ = self.browser.wait().await;
         self.handler.abort();
     }
+}
+
+/// `name` as a path: itself when it has a slash, else found on `PATH`.
+fn on_path(name: &Path) -> std::path::PathBuf {
+    if name.components().count() > 1 {
+        return name.to_owned();
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{} is not on PATH", name.display()))
 }
 
 async fn js(page: &Page, expression: &str) -> Value {

@@ -569,10 +569,11 @@ document.addEventListener("DOMContentLoaded", () => {
     if (document.hidden) stopLive();
     else watchLive(selected);
   });
-  // Ages ("12 s ago") move on without an event.
+  // Policy decisions are no events: read the table again now and then
+  // (ages such as "12 s ago" move on too).
   setInterval(() => {
-    if (token) renderSessions();
-  }, 10000);
+    if (token) refreshSessions();
+  }, 5000);
   if (token) start();
   else signOut();
 });
