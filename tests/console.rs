@@ -31,10 +31,25 @@ const SHOWN: Duration = Duration::from_secs(60);
 async fn an_operator_runs_the_host_from_the_console() {
     let _slot = browser_slot().await;
     // Built before anything runs: the build may take a while.
-    let verdict = tokio::task::spawn_blocking(|| common::plugins::test_plugin("verdict"))
-        .await
-        .expect("the test plugins build");
+    let (verdict, activity) = tokio::task::spawn_blocking(|| {
+        (
+            common::plugins::test_plugin("verdict"),
+            common::plugins::plugin("activity"),
+        )
+    })
+    .await
+    .expect("the plugins build");
     let host = TestHost::start("", "").await;
+    // A keepalive policy for every session, so the policy panel has a
+    // file to show from the start.
+    std::fs::write(
+        host.root.path().join("policies/keepalive.toml"),
+        format!(
+            "role = \"keepalive\"\nplugin = {:?}\ninterval = \"30s\"\n",
+            activity.display().to_string()
+        ),
+    )
+    .expect("write the keepalive policy");
     let the_console_is_served_with_a_strict_policy = check_headers(&host.base).await;
     assert!(the_console_is_served_with_a_strict_policy);
 
@@ -45,6 +60,7 @@ async fn an_operator_runs_the_host_from_the_console() {
     page.reload().await.expect("reload the console");
     signs_in_with_the_token(&page).await;
     the_session_needs_a_login_and_the_filter_finds_it(&page).await;
+    the_policy_panel_shows_the_file_and_its_reload(&page).await;
     let code = the_live_view_shows_the_login_qr_code(&page, &host).await;
     pairing_turns_the_row_connected_without_a_reload(&page, &host, &code).await;
     back_up_now_adds_a_backup_to_the_list(&page, &host).await;
@@ -170,6 +186,26 @@ async fn the_session_needs_a_login_and_the_filter_finds_it(page: &Page) {
     )
     .await;
     choose(page, "#state-filter", "").await;
+}
+
+async fn the_policy_panel_shows_the_file_and_its_reload(page: &Page) {
+    let row = wait_js(
+        page,
+        "the keepalive policy in the policy panel",
+        "(() => { const r = [...document.querySelectorAll('#policies tbody tr')].find(r => r.cells[0].textContent === 'keepalive.toml'); return r ? [...r.cells].map(c => c.textContent) : null; })()",
+    )
+    .await;
+    assert_eq!(row[1], "keepalive", "{row}");
+    assert_eq!(
+        row[2], "* → main",
+        "its pattern and the sessions it matches: {row}"
+    );
+    wait_js(
+        page,
+        "the keepalive policy's reload",
+        "[...document.querySelectorAll('#reloads li')].some(li => li.textContent.includes('accepted') && li.textContent.includes('keepalive.toml'))",
+    )
+    .await;
 }
 
 /// The live view streams the session's page; the QR code in it reads as

@@ -510,6 +510,17 @@ fn a_policy_sees_its_config_and_keeps_its_memory_across_calls_and_a_reload() {
     runtime.reload_now();
     assert_eq!(ask("bad-x"), ["two#1"]);
     assert_eq!(ask("main"), ["two#4"]);
+
+    // The status keeps each reload that changed something, newest first:
+    // the first load and the three edits.
+    let status = runtime.status();
+    let history = &status.reload_history;
+    assert_eq!(history.len(), 4, "{history:?}");
+    assert_eq!(Some(&history[0]), status.last_reload.as_ref());
+    assert!(
+        history.windows(2).all(|w| w[0].at_ms >= w[1].at_ms),
+        "{history:?}"
+    );
 }
 
 #[test]

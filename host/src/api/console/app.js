@@ -60,6 +60,10 @@ function clock(iso) {
   return d.toLocaleTimeString([], { hour12: false });
 }
 
+function baseName(path) {
+  return String(path ?? "").split("/").pop();
+}
+
 /** Does the glob `pattern` (`*`, `?`) of a policy file match `id`? */
 function globMatches(pattern, id) {
   const re = pattern.replace(/[.+^${}()|[\]\\-]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
@@ -417,27 +421,29 @@ async function refreshPolicies() {
     return;
   }
   $("policy-source").textContent = status.source;
+  // Files are named inside the source folder; the full path is the title.
+  const rel = (f) => (f.startsWith(`${status.source}/`) ? f.slice(status.source.length + 1) : f);
   const ids = sessions.map((s) => s.id);
   $("policies").tBodies[0].replaceChildren(...status.policies.map((p) => {
     const matching = ids.filter((id) => p.sessions.some((pat) => globMatches(pat, id)));
     const bound = `${p.sessions.join(", ")} → ${matching.length ? matching.join(", ") : "none now"}`;
-    return el("tr", {},
-      el("td", { text: p.file }),
+    return el("tr", { attrs: { "data-file": p.file } },
+      el("td", { text: rel(p.file), attrs: { title: p.file } }),
       el("td", { text: p.role }),
       el("td", { text: bound }),
       el("td", { text: p.priority }),
-      el("td", { text: `${p.plugin} (${p.sha256})` }));
+      el("td", { text: `${baseName(p.plugin)} (${p.sha256})`, attrs: { title: p.plugin } }));
   }));
   const errors = status.rejected.map((r) => el("li", {},
     el("span", { text: clock(new Date(r.at_ms).toISOString()), cls: "time" }),
-    el("span", { text: `${r.file}: ${r.reason}`, cls: "error" }),
+    el("span", { text: `${rel(r.file)}: ${r.reason}`, cls: "error", attrs: { title: r.file } }),
     r.still_serving ? el("span", { text: ` (version ${r.still_serving} keeps serving)`, cls: "muted" }) : null));
   $("policy-errors").replaceChildren(...(errors.length ? errors : [el("li", { text: "none", cls: "muted" })]));
   const history = status.reload_history ?? (status.last_reload ? [status.last_reload] : []);
   const reloads = history.flatMap((r) => r.events.map((ev) => el("li", {},
     el("span", { text: clock(new Date(r.at_ms).toISOString()), cls: "time" }),
     el("span", { text: `${ev.kind} `, cls: "event-name" }),
-    el("span", { text: ev.kind === "rejected" ? `${ev.file}: ${ev.reason}` : ev.file }))));
+    el("span", { text: ev.kind === "rejected" ? `${rel(ev.file)}: ${ev.reason}` : rel(ev.file), attrs: { title: ev.file } }))));
   $("reloads").replaceChildren(...(reloads.length ? reloads : [el("li", { text: "none yet", cls: "muted" })]));
 }
 
@@ -450,6 +456,12 @@ function describe(body) {
       return `${d.session}: ${d.from} → ${d.to}${d.reason ? ` (${d.reason})` : ""}`;
     case "session.needs_login":
       return `${d.session} needs a login${d.qr ? " (a QR code is shown)" : ""}`;
+    case "policy.reloaded":
+      return `${baseName(d.file)} serves with ${baseName(d.plugin)} (${d.plugin_sha256})`;
+    case "policy.rejected":
+      return `${baseName(d.file)} refused: ${d.reason}`;
+    case "policy.removed":
+      return `${baseName(d.file)} removed`;
     default: {
       const parts = Object.entries(d)
         .filter(([, v]) => v !== null && typeof v !== "object")
