@@ -406,6 +406,79 @@ async fn a_screenshot_is_a_png_of_the_login_screen() {
     browser.close().await;
 }
 
+/// The live view's stream: the page at once, a new frame when the page
+/// changes (at most every `FRAME_GAP`), shared by two watchers, and
+/// stopped once the last one leaves.
+#[tokio::test]
+async fn the_screencast_runs_while_someone_watches() {
+    use base64::Engine as _;
+    use vigil::browser::FRAME_GAP;
+
+    let _slot = browser_slot().await;
+    let (_fixture, app) = fixture::start(None).await;
+    let profile = TestProfile::new();
+    let browser = launch("screencast", &profile.path()).await;
+    browser.open(&app.url("/")).await.unwrap();
+    wait_for_state(&browser, "needs-login", SETTLE).await;
+    assert!(!browser.screencasting().await);
+
+    let mut first = browser.screencast().await.unwrap();
+    let frame = tokio::time::timeout(SETTLE, first.next())
+        .await
+        .expect("a first frame at once")
+        .expect("the screencast runs");
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(&frame.jpeg_base64)
+        .expect("base64");
+    assert_eq!(&jpeg[..3], b"\xff\xd8\xff", "a JPEG");
+    assert!(browser.screencasting().await);
+
+    // A second watcher shares it and sees the current picture at once.
+    let mut second = browser.screencast().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), second.next())
+        .await
+        .expect("the current frame for a new watcher")
+        .expect("the screencast runs");
+
+    // The page changes: a new picture comes, not sooner than the gap.
+    let started = Instant::now();
+    app.pair_shown_code().await;
+    wait_for_state(&browser, "connected", SETTLE).await;
+    let mut frames = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        match tokio::time::timeout(Duration::from_millis(500), first.next()).await {
+            Ok(Some(_)) => frames += 1,
+            Ok(None) => panic!("the screencast ended"),
+            Err(_) => {}
+        }
+    }
+    assert!(frames >= 1, "no frame after the page changed");
+    let most = (started.elapsed().as_millis() / FRAME_GAP.as_millis()) as usize + 2;
+    assert!(frames <= most, "{frames} frames in {:?}", started.elapsed());
+
+    // One leaves: it goes on; the last leaves: it stops.
+    drop(first);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        browser.screencasting().await,
+        "stopped while one still watches"
+    );
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while browser.screencasting().await {
+        assert!(Instant::now() < deadline, "the screencast did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And it starts again for the next watcher.
+    let mut again = browser.screencast().await.unwrap();
+    tokio::time::timeout(SETTLE, again.next())
+        .await
+        .expect("a frame")
+        .expect("the screencast runs again");
+    drop(again);
+    browser.close().await;
+}
+
 /// What a phone sees: the login screen's QR code, read from a real
 /// screenshot, says the pending code; pairing with the text read connects
 /// the page; a few seconds later (the rotation period, shortened here) the

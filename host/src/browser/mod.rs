@@ -445,6 +445,12 @@ impl Browser {
         .await
     }
 
+    /// Whether the page's screen is being streamed: someone keeps a
+    /// [`Screencast`]. It stops shortly after the last one is dropped.
+    pub async fn screencasting(&self) -> bool {
+        self.screencaster.is_live().await
+    }
+
     /// Closes Chromium so it flushes the profile (LevelDB stores, `exit_type`
     /// in Preferences, the `Singleton*` links removed), waiting up to the
     /// close timeout; then kills the process group. Never fails: the

@@ -76,6 +76,11 @@ impl Screencaster {
         })
     }
 
+    /// Whether a screencast runs (someone watches).
+    pub async fn is_live(&self) -> bool {
+        self.live.lock().await.is_some()
+    }
+
     /// Joins the running screencast, or starts it. `gone` ends it with the
     /// browser.
     pub async fn watch(self: &Arc<Self>, gone: ExitSignal) -> Result<Screencast, CdpError> {
