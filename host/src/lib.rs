@@ -23,7 +23,7 @@
 //!   reload.
 //! - [`journal`]: every policy decision as a JSON line; replaying a
 //!   journal against another policy; a slice as a scenario.
-//! - [`browser`]: Chromium through chromiumoxide: launch, probe, act.
+//! - [`browser`]: Chromium through chromiumoxide: launch, probe, act, screencast.
 //! - [`qr`]: login QR codes: drawn for a terminal, read from screenshots.
 //! - [`session`]: one session's life: its record (plain data), the
 //!   profile's preparation, its backups, and the runner loop.
@@ -32,7 +32,7 @@
 //! - [`supervisor`]: all sessions: start, restore, stop, drain.
 //! - [`webhook`]: signed event notifications to the operator's services.
 //! - [`feed`]: the same events, numbered, for the API's event stream.
-//! - [`api`]: the HTTP admin API, `/metrics`, and its client.
+//! - [`api`]: the HTTP admin API, `/metrics`, the web console, and its client.
 //! - [`systemd`]: READY / WATCHDOG / STOPPING notifications.
 //!
 //! Dependencies point one way: `supervisor` -> (`fleet`, `session`) ->
