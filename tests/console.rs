@@ -64,6 +64,7 @@ async fn an_operator_runs_the_host_from_the_console() {
     let code = the_live_view_shows_the_login_qr_code(&page, &host).await;
     pairing_turns_the_row_connected_without_a_reload(&page, &host, &code).await;
     back_up_now_adds_a_backup_to_the_list(&page, &host).await;
+    a_chosen_backup_is_restored_and_the_session_connects_again(&page, &host).await;
     the_add_form_creates_a_working_session_and_remove_takes_it_away(&page, &host).await;
     a_hostile_policy_reason_shows_as_text_and_runs_nothing(&page, &host, &verdict).await;
 
@@ -303,6 +304,41 @@ async fn back_up_now_adds_a_backup_to_the_list(page: &Page, host: &TestHost) {
         rows.as_array().unwrap().iter().any(|r| r == &newest),
         "the console lists {rows}, the store's newest is {newest}"
     );
+}
+
+/// Restore the older of two backups, chosen in the list.
+async fn a_chosen_backup_is_restored_and_the_session_connects_again(page: &Page, host: &TestHost) {
+    let older = wait_js(
+        page,
+        "two verified backups",
+        "(() => { const rows = document.querySelectorAll('#backups tbody tr'); return rows.length >= 2 && rows[1].cells[3].textContent === 'yes' ? rows[1].dataset.backup : null; })()",
+    )
+    .await;
+    let older = older.as_str().unwrap().to_owned();
+    click(
+        page,
+        &format!("#backups tr[data-backup=\"{older}\"] button[data-action=\"restore\"]"),
+    )
+    .await;
+    let question = wait_js(
+        page,
+        "the confirmation",
+        "document.getElementById('confirm').open ? document.getElementById('confirm-text').textContent : null",
+    )
+    .await;
+    assert!(question.as_str().unwrap().contains(&older), "{question}");
+    click(page, "#confirm-yes").await;
+    wait_js(
+        page,
+        "the restore's outcome",
+        &format!("document.getElementById('notice').textContent.includes('restored from {older}')"),
+    )
+    .await;
+    wait_row_state(page, "main", "connected").await;
+    let detail = common::api::call(&host.base, "GET", "/v1/sessions/main", Some(TOKEN), None)
+        .await
+        .json();
+    assert_eq!(detail["last_restore"]["backup"], older.as_str(), "{detail}");
 }
 
 async fn the_add_form_creates_a_working_session_and_remove_takes_it_away(
