@@ -470,7 +470,15 @@ async fn an_app_down_for_long_comes_back_without_a_restore_or_a_new_login() {
 
     tokio::time::sleep(Duration::from_secs(60)).await;
     let status = host.status();
-    assert_eq!(status.state, SessionState::Degraded, "{}", history(&status));
+    // Between two tries, or in the middle of a restart: never given up.
+    assert!(
+        matches!(
+            status.state,
+            SessionState::Degraded | SessionState::Launching
+        ),
+        "{}",
+        history(&status)
+    );
     assert!(
         status.counters.restarts >= 3,
         "it kept trying: {}",
