@@ -59,8 +59,9 @@ pub(super) fn cut(mut reason: String) -> String {
         while !reason.is_char_boundary(end) {
             end -= 1;
         }
+        let cut = reason.len() - end;
         reason.truncate(end);
-        reason.push('…');
+        reason.push_str(&format!("…[cut {cut} bytes]"));
     }
     reason
 }
