@@ -70,6 +70,7 @@ pub struct ReplayReport {
 impl ReplayReport {
     /// The report for people: each difference, then a summary.
     pub fn render(&self) -> String {
+        use crate::untrusted::shown;
         let mut out = String::new();
         for d in &self.differences {
             let _ = writeln!(
@@ -80,12 +81,14 @@ impl ReplayReport {
                 d.file.display(),
                 d.line
             );
-            let _ = writeln!(out, "  - recorded: {}", d.recorded_text);
-            let _ = writeln!(out, "  + replayed: {}", d.replayed_text);
+            // Both answers came from policies: escaped, one line each.
+            let _ = writeln!(out, "  - recorded: {}", shown(&d.recorded_text));
+            let _ = writeln!(out, "  + replayed: {}", shown(&d.replayed_text));
             if let ServedBy::Fallback { cause, .. } = &d.replayed_by {
                 let _ = writeln!(
                     out,
-                    "    (the plugin failed, its fallback answered: {cause})"
+                    "    (the plugin failed, its fallback answered: {})",
+                    shown(&cause.to_string())
                 );
             }
         }
