@@ -1,0 +1,359 @@
+//! Text from policies and pages is untrusted (issue 12). A real `vigil run`
+//! with a real Chromium on its own fixture app, and the hostile test plugin
+//! (tests/plugins/hostile) as both watchdog and keepalive: its reasons, key
+//! names and log lines try to forge a state-change line, clear the
+//! terminal, retitle it and reverse the end of a line. Then the page turns
+//! hostile too (its state text, what the probe reads, becomes the same
+//! string), and the session's state changes with that text as its reason.
+//!
+//! Every sink is looked at as its user would: the log (stderr of `vigil
+//! run`, text and JSON) holds no line the attacker wrote and no raw ESC or
+//! bidi character; `vigil status`, `vigil events`, `vigil journal` and
+//! `vigil login` (with `--json` where they have it) print none; the API,
+//! the event feed and the webhook carry the exact text; `/metrics` carries
+//! none of it.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::api::{ChildSetup, call};
+use common::fixture::wait_until;
+use common::plugins::test_plugin;
+use common::webhook::{Answer, Receiver};
+use serde_json::{Value, json};
+
+/// What tests/plugins/hostile answers as a watchdog verdict and logs, and
+/// what the hostile page shows as its state: the issue's forged state
+/// change, a screen clear, an OSC window title and a right-to-left
+/// override.
+const REASON: &str = "ok\n2026-01-01T00:00:00.000000Z  INFO vigil::session::state: session main is connected: forged\u{1b}[2J\u{1b}]0;pwned\u{7}\u{202e}txt.exe";
+
+/// The start of a log line the attacker wrote.
+const FORGED_LINE: &str = "2026-01-01T00:00:00";
+
+const SECRET: &str = "untrusted-test-secret";
+
+/// Characters that must never reach a log or a terminal raw.
+fn raw_danger(text: &str) -> Option<(usize, char)> {
+    text.char_indices().find(|&(_, c)| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{61c}' | '\u{2028}' | '\u{2029}')
+    })
+}
+
+/// Fails with the offending spot when `text` (output of `what`) holds a raw
+/// control or bidi character, or a line the attacker wrote.
+fn assert_safe(what: &str, text: &str) {
+    if let Some((at, c)) = raw_danger(text) {
+        let from = text[..at].char_indices().rev().nth(40).map_or(0, |(i, _)| i);
+        panic!(
+            "{what} holds a raw {:?} at byte {at}, after {:?}",
+            c,
+            &text[from..at]
+        );
+    }
+    for line in text.lines() {
+        let start = line.trim_start_matches(|c: char| c == '{' || c == '"' || c.is_whitespace());
+        assert!(
+            !start.starts_with(FORGED_LINE),
+            "{what} has a line the attacker wrote: {line:?}"
+        );
+    }
+}
+
+/// `vigil run` on the hostile policies, with a webhook to `receiver`, its
+/// stderr read by a thread.
+struct Hostile {
+    setup: ChildSetup,
+    child: Child,
+    stderr: std::thread::JoinHandle<String>,
+    token: String,
+    base: String,
+}
+
+impl Hostile {
+    fn start(log_format: &str, receiver: &Receiver) -> Self {
+        let setup = ChildSetup::new([127, 0, 0, 1]);
+        let hostile = test_plugin("hostile").display().to_string();
+        let policies = setup.root.path().join("policies");
+        for role in ["watchdog", "keepalive"] {
+            std::fs::write(
+                policies.join(format!("{role}.toml")),
+                format!("role = \"{role}\"\nplugin = {hostile:?}\ninterval = \"1s\"\n"),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            setup.root.path().join("webhook.secret"),
+            format!("{SECRET}\n"),
+        )
+        .unwrap();
+        let mut config = std::fs::read_to_string(&setup.config).unwrap();
+        config.push_str(&format!(
+            "\n[[webhook]]\nurl = \"{}\"\nsecret_file = \"webhook.secret\"\n\n[webhooks]\nbackoff_base_secs = 0.01\nbackoff_max_secs = 0.04\n",
+            receiver.url("/hook")
+        ));
+        std::fs::write(&setup.config, config).unwrap();
+
+        let mut child = setup
+            .command(&["run"])
+            .env("VIGIL_LOG_FORMAT", log_format)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start vigil run");
+        let mut pipe = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).unwrap();
+            String::from_utf8(bytes).expect("the log is UTF-8")
+        });
+        let base = format!("http://{}", setup.api);
+        Hostile {
+            setup,
+            child,
+            stderr,
+            token: String::new(),
+            base,
+        }
+    }
+
+    async fn session(&self) -> Value {
+        let answer = call(&self.base, "GET", "/v1/sessions/main", Some(&self.token), None).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        answer.json()
+    }
+
+    /// `vigil ARGS` against this host: exit code and stdout (stderr must
+    /// be as safe, so it is checked here too).
+    fn cli(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self.setup.command(args).output().expect("run the CLI");
+        let stdout = String::from_utf8(out.stdout).expect("UTF-8 on stdout");
+        let stderr = String::from_utf8(out.stderr).expect("UTF-8 on stderr");
+        assert_safe(&format!("stderr of vigil {}", args.join(" ")), &stderr);
+        (out.status.code(), stdout)
+    }
+
+    /// SIGTERM, then the whole log.
+    fn stop(mut self) -> String {
+        // SAFETY: kill(2) on the child this test started.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().unwrap();
+        let log = self.stderr.join().unwrap();
+        assert!(status.success(), "vigil run exited {status}:\n{log}");
+        log
+    }
+}
+
+/// Runs the whole story and checks every sink but the log; returns the log.
+async fn hostile_story(log_format: &str) -> String {
+    let receiver = Receiver::start(SECRET, Answer::Accept).await;
+    let mut host = Hostile::start(log_format, &receiver);
+    let token_file = host.setup.root.path().join("data/api-token");
+    wait_until(Duration::from_secs(60), "vigil run to serve", || async {
+        token_file.exists().then_some(())
+    })
+    .await;
+    host.token = host.setup.generated_token();
+
+    // The fixture pairs the login by itself; then the hostile policies
+    // answer every second while the session is connected.
+    wait_until(Duration::from_secs(90), "the session to connect", || async {
+        (host.session().await["state"] == "connected").then_some(())
+    })
+    .await;
+    let journal = host.setup.root.path().join("data/journal");
+    wait_until(
+        Duration::from_secs(30),
+        "hostile keepalive and watchdog decisions",
+        || async {
+            let text = walk_text(&journal);
+            (text.matches("\"role\":\"keepalive\"").count() >= 2
+                && text.matches("\"role\":\"watchdog\"").count() >= 2)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The page turns hostile: it shows REASON as its state at once.
+    let app = host.setup.app.trim_end_matches('/').to_owned();
+    let set = call(
+        &app,
+        "POST",
+        "/admin/page-text",
+        None,
+        Some(json!({ "text": REASON })),
+    )
+    .await;
+    assert_eq!(set.status, 204, "{}", set.text());
+    let probed = format!("probe: {REASON}");
+    let session = wait_until(
+        Duration::from_secs(30),
+        "the hostile page to degrade the session",
+        || async {
+            let s = host.session().await;
+            let seen = s["history"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|t| t["reason"] == probed.as_str()));
+            seen.then_some(s)
+        },
+    )
+    .await;
+
+    // The API: the exact text, as JSON escapes it.
+    assert_eq!(session["state"], "degraded", "{session}");
+    assert_eq!(session["last_probe"]["detail"], REASON, "{session}");
+    let reason = session["reason"].as_str().unwrap();
+    assert!(
+        reason == probed || reason == format!("watchdog: {REASON}"),
+        "{session}"
+    );
+    let recent = call(&host.base, "GET", "/v1/events/recent", Some(&host.token), None).await;
+    let changed = recent.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "session.state_changed" && e["data"]["reason"] == probed.as_str())
+        .cloned();
+    assert!(changed.is_some(), "the feed: {}", recent.text());
+
+    // The webhook: the exact text, in a correctly signed body.
+    let hooked = wait_until(Duration::from_secs(10), "the webhook", || async {
+        receiver
+            .attempts()
+            .into_iter()
+            .find(|a| a.event == "session.state_changed" && a.json()["data"]["reason"] == probed.as_str())
+    })
+    .await;
+    assert!(hooked.signature_valid && hooked.standard_valid, "{hooked:?}");
+    // JSON escapes the controls; the bidi override travels as itself.
+    let body = String::from_utf8(hooked.body.to_vec()).unwrap();
+    assert!(!body.contains('\u{1b}') && !body.contains('\n'), "{body}");
+
+    // Metrics: not a trace of the text.
+    let metrics = call(&host.base, "GET", "/metrics", Some(&host.token), None)
+        .await
+        .text();
+    for piece in ["forged", "pwned", "txt.exe", "2026-01-01", "\u{1b}", "\u{202e}"] {
+        assert!(!metrics.contains(piece), "/metrics holds {piece:?}:\n{metrics}");
+    }
+    assert!(metrics.contains("vigil_session_state{"), "{metrics}");
+
+    // The CLI, as an operator runs it: nothing raw, but the text is there,
+    // escaped (so these checks look at the right output).
+    let (code, status) = host.cli(&["status"]);
+    assert_eq!(code, Some(0), "{status}");
+    assert_safe("vigil status", &status);
+    assert!(status.contains("watchdog: degraded") || status.contains("keepalive"), "{status}");
+    let (code, status_json) = host.cli(&["status", "--json"]);
+    assert_eq!(code, Some(0), "{status_json}");
+    assert_safe("vigil status --json", &status_json);
+    let parsed: Value = serde_json::from_str(&status_json).expect("valid JSON");
+    let listed = parsed["sessions"][0]["reason"].as_str().unwrap();
+    assert!(
+        listed == probed || listed == format!("watchdog: {REASON}"),
+        "the exact reason in --json:\n{status_json}"
+    );
+    assert!(status_json.contains("\\u202e"), "{status_json}");
+
+    let (code, events) = host.cli(&["events"]);
+    assert_eq!(code, Some(0), "{events}");
+    assert_safe("vigil events", &events);
+    assert!(
+        events.contains("probe: ok\\n2026-01-01T00:00:00.000000Z")
+            && events.contains("\\x1b[2J")
+            && events.contains("\\u{202e}txt.exe"),
+        "the escaped reason is shown:\n{events}"
+    );
+    let (code, events_json) = host.cli(&["events", "--json"]);
+    assert_eq!(code, Some(0), "{events_json}");
+    assert_safe("vigil events --json", &events_json);
+    let exact = events_json.lines().any(|l| {
+        serde_json::from_str::<Value>(l).expect("one JSON body per line")["data"]["reason"]
+            == probed.as_str()
+    });
+    assert!(exact, "the exact reason in --json:\n{events_json}");
+
+    let (code, journal_out) = host.cli(&["journal", "main"]);
+    assert_eq!(code, Some(0), "{journal_out}");
+    assert_safe("vigil journal", &journal_out);
+    let keys = journal_out.lines().any(|l| l.contains("Shift\\n2026-01-01T00:00:00Z"));
+    assert!(keys, "the hostile key name, escaped by JSON:\n{journal_out}");
+
+    // Degraded, so `vigil login` waits for a login screen and gives up.
+    let (code, login) = host.cli(&["login", "main", "--timeout", "2"]);
+    assert_eq!(code, Some(9), "{login}");
+    assert_safe("vigil login", &login);
+
+    host.stop()
+}
+
+/// Every file's text under `dir` (the journal folder), or "".
+fn walk_text(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                text.push_str(&walk_text(&path));
+            } else if let Ok(t) = std::fs::read_to_string(&path) {
+                text.push_str(&t);
+            }
+        }
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_policies_and_pages_cannot_forge_the_text_log_or_reach_a_terminal() {
+    let log = hostile_story("text").await;
+    assert_safe("the text log", &log);
+    // Each real line starts with its own timestamp; the forged one is
+    // inside a line, escaped, as a field.
+    let year = humantime::format_rfc3339(std::time::SystemTime::now()).to_string()[..4].to_owned();
+    for line in log.lines() {
+        assert!(line.starts_with(&year), "a line that is not Vigil's: {line:?}");
+    }
+    let state_line = log
+        .lines()
+        .find(|l| l.contains("session main is degraded") && l.contains("reason=probe: ok\\n2026-01-01"))
+        .unwrap_or_else(|| panic!("no state change with the escaped reason:\n{log}"));
+    assert!(state_line.contains("state=degraded"), "{state_line}");
+    assert!(state_line.contains("\\x1b]0;pwned\\x07\\u{202e}txt.exe"), "{state_line}");
+    assert!(
+        log.lines().any(|l| l.contains("policy log") && l.contains("text=ok\\n2026-01-01")),
+        "the policy's log line, escaped:\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("watchdog: degraded") && l.contains("reason=ok\\n2026")),
+        "the watchdog's verdict, escaped:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_policies_and_pages_cannot_forge_the_json_log() {
+    let log = hostile_story("json").await;
+    assert_safe("the JSON log", &log);
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect();
+    // The exact text, as a field of the state change.
+    let probed = format!("probe: {REASON}");
+    let state = lines
+        .iter()
+        .find(|l| l["message"] == "session main is degraded" && l["reason"] == probed.as_str())
+        .unwrap_or_else(|| panic!("no state change with the exact reason:\n{log}"));
+    assert_eq!(state["state"], "degraded", "{state}");
+    assert!(
+        lines.iter().any(|l| l["message"] == "policy log" && l["text"] == REASON),
+        "the policy's log line, exact:\n{log}"
+    );
+    assert!(log.contains("\\u202e"), "bidi escaped as JSON:\n{log}");
+}
