@@ -48,7 +48,11 @@ fn raw_danger(text: &str) -> Option<(usize, char)> {
 /// control or bidi character, or a line the attacker wrote.
 fn assert_safe(what: &str, text: &str) {
     if let Some((at, c)) = raw_danger(text) {
-        let from = text[..at].char_indices().rev().nth(40).map_or(0, |(i, _)| i);
+        let from = text[..at]
+            .char_indices()
+            .rev()
+            .nth(40)
+            .map_or(0, |(i, _)| i);
         panic!(
             "{what} holds a raw {:?} at byte {at}, after {:?}",
             c,
@@ -123,7 +127,14 @@ impl Hostile {
     }
 
     async fn session(&self) -> Value {
-        let answer = call(&self.base, "GET", "/v1/sessions/main", Some(&self.token), None).await;
+        let answer = call(
+            &self.base,
+            "GET",
+            "/v1/sessions/main",
+            Some(&self.token),
+            None,
+        )
+        .await;
         assert_eq!(answer.status, 200, "{}", answer.text());
         answer.json()
     }
@@ -164,9 +175,11 @@ async fn hostile_story(log_format: &str) -> String {
 
     // The fixture pairs the login by itself; then the hostile policies
     // answer every second while the session is connected.
-    wait_until(Duration::from_secs(90), "the session to connect", || async {
-        (host.session().await["state"] == "connected").then_some(())
-    })
+    wait_until(
+        Duration::from_secs(90),
+        "the session to connect",
+        || async { (host.session().await["state"] == "connected").then_some(()) },
+    )
     .await;
     let journal = host.setup.root.path().join("data/journal");
     wait_until(
@@ -214,7 +227,14 @@ async fn hostile_story(log_format: &str) -> String {
         reason == probed || reason == format!("watchdog: {REASON}"),
         "{session}"
     );
-    let recent = call(&host.base, "GET", "/v1/events/recent", Some(&host.token), None).await;
+    let recent = call(
+        &host.base,
+        "GET",
+        "/v1/events/recent",
+        Some(&host.token),
+        None,
+    )
+    .await;
     let changed = recent.json()["events"]
         .as_array()
         .unwrap()
@@ -225,13 +245,15 @@ async fn hostile_story(log_format: &str) -> String {
 
     // The webhook: the exact text, in a correctly signed body.
     let hooked = wait_until(Duration::from_secs(10), "the webhook", || async {
-        receiver
-            .attempts()
-            .into_iter()
-            .find(|a| a.event == "session.state_changed" && a.json()["data"]["reason"] == probed.as_str())
+        receiver.attempts().into_iter().find(|a| {
+            a.event == "session.state_changed" && a.json()["data"]["reason"] == probed.as_str()
+        })
     })
     .await;
-    assert!(hooked.signature_valid && hooked.standard_valid, "{hooked:?}");
+    assert!(
+        hooked.signature_valid && hooked.standard_valid,
+        "{hooked:?}"
+    );
     // JSON escapes the controls; the bidi override travels as itself.
     let body = String::from_utf8(hooked.body.to_vec()).unwrap();
     assert!(!body.contains('\u{1b}') && !body.contains('\n'), "{body}");
@@ -240,8 +262,18 @@ async fn hostile_story(log_format: &str) -> String {
     let metrics = call(&host.base, "GET", "/metrics", Some(&host.token), None)
         .await
         .text();
-    for piece in ["forged", "pwned", "txt.exe", "2026-01-01", "\u{1b}", "\u{202e}"] {
-        assert!(!metrics.contains(piece), "/metrics holds {piece:?}:\n{metrics}");
+    for piece in [
+        "forged",
+        "pwned",
+        "txt.exe",
+        "2026-01-01",
+        "\u{1b}",
+        "\u{202e}",
+    ] {
+        assert!(
+            !metrics.contains(piece),
+            "/metrics holds {piece:?}:\n{metrics}"
+        );
     }
     assert!(metrics.contains("vigil_session_state{"), "{metrics}");
 
@@ -250,7 +282,10 @@ async fn hostile_story(log_format: &str) -> String {
     let (code, status) = host.cli(&["status"]);
     assert_eq!(code, Some(0), "{status}");
     assert_safe("vigil status", &status);
-    assert!(status.contains("watchdog: degraded") || status.contains("keepalive"), "{status}");
+    assert!(
+        status.contains("watchdog: degraded") || status.contains("keepalive"),
+        "{status}"
+    );
     let (code, status_json) = host.cli(&["status", "--json"]);
     assert_eq!(code, Some(0), "{status_json}");
     assert_safe("vigil status --json", &status_json);
@@ -283,8 +318,13 @@ async fn hostile_story(log_format: &str) -> String {
     let (code, journal_out) = host.cli(&["journal", "main"]);
     assert_eq!(code, Some(0), "{journal_out}");
     assert_safe("vigil journal", &journal_out);
-    let keys = journal_out.lines().any(|l| l.contains("Shift\\n2026-01-01T00:00:00Z"));
-    assert!(keys, "the hostile key name, escaped by JSON:\n{journal_out}");
+    let keys = journal_out
+        .lines()
+        .any(|l| l.contains("Shift\\n2026-01-01T00:00:00Z"));
+    assert!(
+        keys,
+        "the hostile key name, escaped by JSON:\n{journal_out}"
+    );
 
     // Degraded, so `vigil login` waits for a login screen and gives up.
     let (code, login) = host.cli(&["login", "main", "--timeout", "2"]);
@@ -318,20 +358,30 @@ async fn hostile_policies_and_pages_cannot_forge_the_text_log_or_reach_a_termina
     // inside a line, escaped, as a field.
     let year = humantime::format_rfc3339(std::time::SystemTime::now()).to_string()[..4].to_owned();
     for line in log.lines() {
-        assert!(line.starts_with(&year), "a line that is not Vigil's: {line:?}");
+        assert!(
+            line.starts_with(&year),
+            "a line that is not Vigil's: {line:?}"
+        );
     }
     let state_line = log
         .lines()
-        .find(|l| l.contains("session main is degraded") && l.contains("reason=probe: ok\\n2026-01-01"))
+        .find(|l| {
+            l.contains("session main is degraded") && l.contains("reason=probe: ok\\n2026-01-01")
+        })
         .unwrap_or_else(|| panic!("no state change with the escaped reason:\n{log}"));
     assert!(state_line.contains("state=degraded"), "{state_line}");
-    assert!(state_line.contains("\\x1b]0;pwned\\x07\\u{202e}txt.exe"), "{state_line}");
     assert!(
-        log.lines().any(|l| l.contains("policy log") && l.contains("text=ok\\n2026-01-01")),
+        state_line.contains("\\x1b]0;pwned\\x07\\u{202e}txt.exe"),
+        "{state_line}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("policy log") && l.contains("text=ok\\n2026-01-01")),
         "the policy's log line, escaped:\n{log}"
     );
     assert!(
-        log.lines().any(|l| l.contains("watchdog: degraded") && l.contains("reason=ok\\n2026")),
+        log.lines()
+            .any(|l| l.contains("watchdog: degraded") && l.contains("reason=ok\\n2026")),
         "the watchdog's verdict, escaped:\n{log}"
     );
 }
@@ -352,7 +402,9 @@ async fn hostile_policies_and_pages_cannot_forge_the_json_log() {
         .unwrap_or_else(|| panic!("no state change with the exact reason:\n{log}"));
     assert_eq!(state["state"], "degraded", "{state}");
     assert!(
-        lines.iter().any(|l| l["message"] == "policy log" && l["text"] == REASON),
+        lines
+            .iter()
+            .any(|l| l["message"] == "policy log" && l["text"] == REASON),
         "the policy's log line, exact:\n{log}"
     );
     assert!(log.contains("\\u202e"), "bidi escaped as JSON:\n{log}");
