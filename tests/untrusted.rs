@@ -243,6 +243,13 @@ async fn hostile_story(log_format: &str) -> String {
         .cloned();
     assert!(changed.is_some(), "the feed: {}", recent.text());
 
+    // The event stream (SSE): the exact text in the event's JSON.
+    let streamed = stream_until(&host, |data| {
+        data["event"] == "session.state_changed" && data["data"]["reason"] == probed.as_str()
+    })
+    .await;
+    assert_eq!(streamed["data"]["to"], "degraded", "{streamed}");
+
     // The webhook: the exact text, in a correctly signed body.
     let hooked = wait_until(Duration::from_secs(10), "the webhook", || async {
         receiver.attempts().into_iter().find(|a| {
@@ -332,6 +339,42 @@ async fn hostile_story(log_format: &str) -> String {
     assert_safe("vigil login", &login);
 
     host.stop()
+}
+
+/// Reads `GET /v1/events?after=0` as a dashboard would, until an event's
+/// JSON data satisfies `pick`; that data.
+async fn stream_until(host: &Hostile, pick: impl Fn(&Value) -> bool) -> Value {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut response = http
+        .get(format!("{}/v1/events?after=0", host.base))
+        .bearer_auth(&host.token)
+        .send()
+        .await
+        .expect("GET the event stream");
+    assert_eq!(response.status(), 200);
+    let reading = async {
+        let mut buffer = String::new();
+        while let Some(chunk) = response.chunk().await.expect("the stream reads") {
+            buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                // One `data:` line per event: JSON keeps newlines escaped.
+                for line in block.lines() {
+                    if let Some(data) = line.strip_prefix("data:") {
+                        let data: Value =
+                            serde_json::from_str(data.trim_start()).expect("event data is JSON");
+                        if pick(&data) {
+                            return data;
+                        }
+                    }
+                }
+            }
+        }
+        panic!("the stream ended before the event");
+    };
+    tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .expect("the event on the stream within 10 s")
 }
 
 /// Every file's text under `dir` (the journal folder), or "".
