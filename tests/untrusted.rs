@@ -6,6 +6,10 @@
 //! hostile too (its state text, what the probe reads, becomes the same
 //! string), and the session's state changes with that text as its reason.
 //!
+//! A third story: the login screen's QR code holds the same text, which
+//! reaches the `session.needs_login` event, `GET /v1/sessions/main/qr` and
+//! `vigil login`.
+//!
 //! Every sink is looked at as its user would: the log (stderr of `vigil
 //! run`, text and JSON) holds no line the attacker wrote and no raw ESC or
 //! bidi character; `vigil status`, `vigil events`, `vigil journal` and
@@ -19,11 +23,12 @@ use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::api::{ChildSetup, call};
+use common::api::{ChildSetup, call, config_text, free_port};
 use common::fixture::wait_until;
 use common::plugins::test_plugin;
 use common::webhook::{Answer, Receiver};
 use serde_json::{Value, json};
+use vigil_fixture::{Fixture, FixtureOptions};
 
 /// What tests/plugins/hostile answers as a watchdog verdict and logs, and
 /// what the hostile page shows as its state: the forged state
@@ -68,6 +73,28 @@ fn assert_safe(what: &str, text: &str) {
     }
 }
 
+/// `text` without SGR sequences (`ESC [ digits;... m`), which set colours.
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\u{1b}[") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_digit() || c == ';'))
+            .unwrap_or(after.len());
+        if after[len..].starts_with('m') {
+            rest = &after[len + 1..];
+        } else {
+            // Not a colour: kept, for assert_safe to find.
+            out.push_str("\u{1b}[");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `vigil run` on the hostile policies, with a webhook to `receiver`, its
 /// stderr read by a thread.
 struct Hostile {
@@ -79,6 +106,8 @@ struct Hostile {
 }
 
 impl Hostile {
+    /// Serving its own fixture app (which pairs by itself), the hostile
+    /// plugin as its watchdog and keepalive.
     fn start(log_format: &str, receiver: &Receiver) -> Self {
         let setup = ChildSetup::new([127, 0, 0, 1]);
         let hostile = test_plugin("hostile").display().to_string();
@@ -90,6 +119,32 @@ impl Hostile {
             )
             .unwrap();
         }
+        Self::spawn(setup, log_format, receiver)
+    }
+
+    /// On the app at `app` (the test's own fixture), default policies.
+    fn start_on(app: &str, receiver: &Receiver) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("vigil-untrusted-")
+            .tempdir()
+            .unwrap();
+        let api = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = root.path().join("vigil.toml");
+        std::fs::write(
+            &config,
+            config_text(root.path(), app, &format!("[api]\nlisten = \"{api}\"\n")),
+        )
+        .unwrap();
+        let setup = ChildSetup {
+            root,
+            config,
+            api,
+            app: app.to_owned(),
+        };
+        Self::spawn(setup, "text", receiver)
+    }
+
+    fn spawn(setup: ChildSetup, log_format: &str, receiver: &Receiver) -> Self {
         std::fs::write(
             setup.root.path().join("webhook.secret"),
             format!("{SECRET}\n"),
@@ -124,6 +179,16 @@ impl Hostile {
             token: String::new(),
             base,
         }
+    }
+
+    /// Waits for the API and reads the token `vigil run` generated.
+    async fn wait_serving(&mut self) {
+        let token_file = self.setup.root.path().join("data/api-token");
+        wait_until(Duration::from_secs(60), "vigil run to serve", || async {
+            token_file.exists().then_some(())
+        })
+        .await;
+        self.token = self.setup.generated_token();
     }
 
     async fn session(&self) -> Value {
@@ -166,12 +231,7 @@ impl Hostile {
 async fn hostile_story(log_format: &str) -> String {
     let receiver = Receiver::start(SECRET, Answer::Accept).await;
     let mut host = Hostile::start(log_format, &receiver);
-    let token_file = host.setup.root.path().join("data/api-token");
-    wait_until(Duration::from_secs(60), "vigil run to serve", || async {
-        token_file.exists().then_some(())
-    })
-    .await;
-    host.token = host.setup.generated_token();
+    host.wait_serving().await;
 
     // The fixture pairs the login by itself; then the hostile policies
     // answer every second while the session is connected.
@@ -451,4 +511,111 @@ async fn hostile_policies_and_pages_cannot_forge_the_json_log() {
         "the policy's log line, exact:\n{log}"
     );
     assert!(log.contains("\\u202e"), "bidi escaped as JSON:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_login_qr_code_is_exact_in_json_and_escaped_on_the_terminal() {
+    // The page's login QR code holds the hostile text (its login code
+    // still pairs, as a phone would).
+    let fixture = Fixture::start(FixtureOptions {
+        code_rotation: Duration::from_secs(600),
+        ..FixtureOptions::default()
+    })
+    .await
+    .expect("fixture starts");
+    fixture.set_qr_text(Some(REASON.to_owned()));
+    let receiver = Receiver::start(SECRET, Answer::Accept).await;
+    let mut host = Hostile::start_on(&fixture.url(), &receiver);
+    host.wait_serving().await;
+
+    // JSON: the exact text, in the API, the feed and the webhook.
+    let hooked = wait_until(
+        Duration::from_secs(60),
+        "the needs_login webhook",
+        || async {
+            receiver
+                .attempts()
+                .into_iter()
+                .find(|a| a.event == "session.needs_login")
+        },
+    )
+    .await;
+    assert_eq!(hooked.json()["data"]["qr"], REASON, "{:?}", hooked.body);
+    let qr = call(
+        &host.base,
+        "GET",
+        "/v1/sessions/main/qr",
+        Some(&host.token),
+        None,
+    )
+    .await;
+    assert_eq!(qr.status, 200, "{}", qr.text());
+    assert_eq!(qr.json()["text"], REASON);
+    let recent = call(
+        &host.base,
+        "GET",
+        "/v1/events/recent",
+        Some(&host.token),
+        None,
+    )
+    .await;
+    let listed = recent.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["event"] == "session.needs_login" && e["data"]["qr"] == REASON);
+    assert!(listed, "{}", recent.text());
+
+    // The terminal: escaped.
+    let (code, events) = host.cli(&["events"]);
+    assert_eq!(code, Some(0), "{events}");
+    assert_safe("vigil events", &events);
+    assert!(
+        events.contains("QR code: ok\\n2026-01-01T00:00:00.000000Z"),
+        "{events}"
+    );
+    let (code, events_json) = host.cli(&["events", "--json"]);
+    assert_eq!(code, Some(0), "{events_json}");
+    assert_safe("vigil events --json", &events_json);
+    assert!(
+        events_json
+            .lines()
+            .any(|l| serde_json::from_str::<Value>(l).unwrap()["data"]["qr"] == REASON),
+        "{events_json}"
+    );
+
+    // `vigil login` on a pipe draws the code and prints its text, escaped;
+    // it returns once a phone paired the login code.
+    let login = host
+        .setup
+        .command(&["login", "main", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vigil login");
+    // Time for it to find the session and read the code (it looks every
+    // second); were it slower, the pairing would still end it with 0, but
+    // without the code printed, and the checks below would say so.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    fixture.pair(None).expect("the login code pairs");
+    let out = tokio::task::spawn_blocking(move || login.wait_with_output())
+        .await
+        .unwrap()
+        .expect("vigil login ends");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // The drawing is Vigil's own colours (SGR codes, which only colour):
+    // without them, nothing may be left to act on the terminal.
+    assert_safe("vigil login", &without_colours(&stdout));
+    assert_safe("stderr of vigil login", &stderr);
+    assert!(
+        stdout.contains("Code text: ok\\n2026-01-01T00:00:00.000000Z")
+            && stdout.contains("\\u{202e}txt.exe"),
+        "{stdout}"
+    );
+
+    let log = host.stop();
+    assert_safe("the text log", &log);
+    fixture.shutdown().await;
 }
