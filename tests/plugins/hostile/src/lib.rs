@@ -39,7 +39,7 @@ use vigil::policy::log::{self as host_log, Level};
 
 /// The forged state change, with a screen clear, a window title
 /// and a right-to-left override after it. Tests compare against the same
-/// text (tests/common/hostile.rs).
+/// text (tests/untrusted.rs).
 pub const REASON: &str = "ok\n2026-01-01T00:00:00.000000Z  INFO vigil::session::state: session main is connected: forged\u{1b}[2J\u{1b}]0;pwned\u{7}\u{202e}txt.exe";
 
 /// A key name within the host's 32-character limit, as hostile.
