@@ -619,3 +619,61 @@ async fn a_hostile_login_qr_code_is_exact_in_json_and_escaped_on_the_terminal() 
     assert_safe("the text log", &log);
     fixture.shutdown().await;
 }
+
+/// `vigil policy test` shows what the hostile watchdog answered: escaped,
+/// one line per step, in its report; exact in `--json`. No browser.
+#[test]
+fn a_policy_test_report_shows_a_hostile_answer_escaped() {
+    let dir = tempfile::Builder::new()
+        .prefix("vigil-untrusted-policy-")
+        .tempdir()
+        .unwrap();
+    let policy = dir.path().join("watchdog.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "role = \"watchdog\"\nplugin = {:?}\n",
+            test_plugin("hostile").display().to_string()
+        ),
+    )
+    .unwrap();
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(
+        &scenario,
+        "role = \"watchdog\"\nsession = \"main\"\n\n[[step]]\nfacts = { state = \"connected\" }\nexpect = \"healthy\"\n",
+    )
+    .unwrap();
+    let run = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"));
+        cmd.args(["policy", "test"])
+            .arg(&policy)
+            .arg("--scenario")
+            .arg(&scenario)
+            .env("RUST_LOG", "warn");
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("run vigil policy test");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert_safe("stderr of vigil policy test", &stderr);
+        stdout
+    };
+    let report = run(false);
+    assert_safe("vigil policy test", &report);
+    let actual = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("+ actual:"))
+        .unwrap_or_else(|| panic!("no actual answer:\n{report}"));
+    assert!(
+        actual.contains("degraded (ok\\n2026-01-01T00:00:00.000000Z")
+            && actual.contains("\\u{202e}txt.exe)"),
+        "{report}"
+    );
+    let json = run(true);
+    assert_safe("vigil policy test --json", &json);
+    let parsed: Value = serde_json::from_str(&json).expect("JSON on stdout");
+    let answered = parsed["steps"][0]["actual"][0].as_str().unwrap();
+    assert!(answered.contains("forged\u{1b}[2J"), "{answered:?}");
+}
