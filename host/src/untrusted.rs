@@ -76,6 +76,23 @@ pub fn for_terminal(text: &str) -> Cow<'_, str> {
     escape(text, TERMINAL_LIMIT)
 }
 
+/// For text Vigil composed around untrusted parts that may span lines on
+/// purpose (an error and its causes, a TOML error's snippet): each line
+/// as [`for_terminal`], the newlines between them kept. Untrusted parts
+/// must arrive with their own newlines already escaped (as
+/// [`crate::policy`] quotes a policy's answers in its errors).
+pub fn for_terminal_lines(text: &str) -> Cow<'_, str> {
+    if !text.contains('\n') {
+        return for_terminal(text);
+    }
+    Cow::Owned(
+        text.split('\n')
+            .map(for_terminal)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
 /// Serialized JSON made safe to print: DEL, C1 controls, separators and
 /// bidi controls, which JSON keeps raw, become `\uXXXX` escapes. The JSON
 /// stays valid and means the same value (those characters only occur
@@ -308,6 +325,15 @@ mod tests {
         // Cut first, then escaped: the marker counts the original's bytes.
         assert_eq!(escape("\n\n\n\n", 2), "\\n\\n…[cut 2 bytes]");
         assert_eq!(for_log(&long).len(), LOG_LIMIT + "…[cut 7952 bytes]".len());
+    }
+
+    #[test]
+    fn composed_text_keeps_its_lines_and_nothing_else() {
+        assert_eq!(
+            for_terminal_lines("bad.toml:5:10: bad\n  | x\u{1b}[2J\u{202e}\r"),
+            "bad.toml:5:10: bad\n  | x\\x1b[2J\\u{202e}\\r"
+        );
+        assert!(matches!(for_terminal_lines("one line"), Cow::Borrowed(_)));
     }
 
     #[test]

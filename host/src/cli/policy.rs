@@ -264,7 +264,10 @@ async fn check(files: Vec<PathBuf>, cache_dir: Option<PathBuf>) -> anyhow::Resul
         let status = runtime.status();
         if let Some(rejection) = status.rejected.first() {
             all_valid = false;
-            println!("{}", super::printable(&rejection.reason));
+            println!(
+                "{}",
+                vigil::untrusted::for_terminal_lines(&rejection.reason)
+            );
             continue;
         }
         for p in &status.policies {

@@ -44,7 +44,8 @@ pub fn excerpt(text: &str) -> String {
             out.push_str(&format!("… ({} bytes in all)", text.len()));
             break;
         }
-        if c.is_control() {
+        // Quoted in errors that are shown on terminals and in logs.
+        if crate::untrusted::is_unsafe(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
