@@ -65,7 +65,7 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
 
 /// Prints an API failure and turns it into the documented exit code.
 pub fn report(e: &ClientError) -> ExitCode {
-    eprintln!("error: {}", super::printable(&e.to_string()));
+    eprintln!("error: {}", printable(&e.to_string()));
     super::exit::code(super::exit::of_client_error(e))
 }
 

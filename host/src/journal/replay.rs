@@ -241,3 +241,46 @@ fn config_changes(recorded: &PolicyConfig, used: &PolicyConfig) -> Vec<String> {
         .map(|k| format!("{k}: {} -> {}", show(recorded, k), show(used, k)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_answer_stays_on_its_own_line_of_the_report() {
+        let hostile = "degraded (ok\n2026-01-01T00:00:00Z  INFO forged\u{1b}[2J\u{202e}exe)";
+        let report = ReplayReport {
+            policy: "watchdog.toml".into(),
+            role: Role::Watchdog,
+            plugin_sha256: "eb3af6c2244e".into(),
+            replayed: 1,
+            differences: vec![Difference {
+                file: "main.jsonl".into(),
+                line: 3,
+                at: "2026-12-04T10:00:00Z".into(),
+                session: SessionId::new("main").unwrap(),
+                recorded: serde_json::json!("healthy"),
+                replayed: serde_json::json!({ "degraded": hostile }),
+                recorded_text: "healthy".into(),
+                replayed_text: hostile.into(),
+                replayed_by: ServedBy::BuiltIn,
+            }],
+            other_roles: 0,
+            recorded_plugins: BTreeSet::new(),
+            config_changes: Vec::new(),
+            recorded_config: false,
+        };
+        let text = report.render();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(
+            text.contains(
+                "  + replayed: degraded (ok\\n2026-01-01T00:00:00Z  INFO forged\\x1b[2J\\u{202e}exe)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+            "{text}"
+        );
+    }
+}
