@@ -109,13 +109,16 @@ fn vigil_run_logs_one_json_object_per_line_when_the_environment_asks() {
             .is_some_and(|a| a.starts_with("127.0.0.1:")),
         "{serving}"
     );
-    // The session's failed launch, with the session as a field.
+    // The session's failed launch: a state change, with the session, the
+    // state and the reason as fields.
     let failed = lines
         .iter()
         .find(|l| l["level"] == "WARN" && l["session"] == "main")
         .unwrap_or_else(|| panic!("no warning about the session in {text}"));
+    assert_eq!(failed["message"], "session main is degraded", "{failed}");
+    assert_eq!(failed["state"], "degraded", "{failed}");
     assert!(
-        failed["message"]
+        failed["reason"]
             .as_str()
             .unwrap()
             .contains("/nonexistent/chromium"),

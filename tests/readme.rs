@@ -332,9 +332,17 @@ async fn the_quick_start_runs_as_written() {
             .await;
             assert_eq!(fixture_state().await["pairings"], pairings, "no new login");
         } else {
-            // The metrics line: its grep must find the connected session.
-            let out = checkout.sh(&env, command).await;
-            assert!(out.contains("state=\"connected\"} 1"), "{out}");
+            // The metrics line: its grep must find the connected session
+            // (a probe after the restart above may still be on its way).
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let out = checkout.sh(&env, command).await;
+                if out.contains("state=\"connected\"} 1") {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{out}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
         watched.push(command.to_string());
     }

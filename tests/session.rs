@@ -470,7 +470,15 @@ async fn an_app_down_for_long_comes_back_without_a_restore_or_a_new_login() {
 
     tokio::time::sleep(Duration::from_secs(60)).await;
     let status = host.status();
-    assert_eq!(status.state, SessionState::Degraded, "{}", history(&status));
+    // Between two tries, or in the middle of a restart: never given up.
+    assert!(
+        matches!(
+            status.state,
+            SessionState::Degraded | SessionState::Launching
+        ),
+        "{}",
+        history(&status)
+    );
     assert!(
         status.counters.restarts >= 3,
         "it kept trying: {}",
@@ -776,10 +784,16 @@ async fn vigil_run_logs_transitions_and_stops_on_sigterm() {
     for wanted in [
         format!("session {SESSION} is needs-login"),
         format!("session {SESSION} is connected"),
-        format!("session {SESSION} is stopped: the host is shutting down"),
     ] {
         assert!(log.contains(&wanted), "log lacks {wanted:?}:\n{log}");
     }
+    // The reason is a field of the state change, after the message.
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("session {SESSION} is stopped "))
+                && l.ends_with("reason=the host is shutting down")),
+        "no line says why the session stopped:\n{log}"
+    );
     assert!(log.contains("backup saved"), "{log}");
     let profile = host.profile_dir();
     assert!(

@@ -156,7 +156,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn drops(setup: &Setup, args: &Args, pairings: u64) -> anyhow::Result<()> {
-    let mut moments = Moments(args.seed.max(1) * 0x9e37_79b9_7f4a_7c15);
+    let mut moments = Moments(args.seed.max(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let restores_before = setup.log_count("profile restored from backup");
     let mut times = Vec::new();
     println!("\n{} drops at random moments:", args.drops);

@@ -34,6 +34,8 @@
 //! - [`feed`]: the same events, numbered, for the API's event stream.
 //! - [`api`]: the HTTP admin API, `/metrics`, the web console, and its client.
 //! - [`systemd`]: READY / WATCHDOG / STOPPING notifications.
+//! - [`untrusted`]: text from policies and pages made safe for each place
+//!   it is shown (logs, terminals, JSON).
 //!
 //! Dependencies point one way: `supervisor` -> (`fleet`, `session`) ->
 //! (`browser`, `volume`, `backup`, `journal` -> `policy`), and `config` ->
@@ -59,5 +61,6 @@ pub mod secret;
 pub mod session;
 pub mod supervisor;
 pub mod systemd;
+pub mod untrusted;
 pub mod volume;
 pub mod webhook;

@@ -119,7 +119,11 @@ fn main() -> ExitCode {
                 // A log collector reads stderr as JSON lines: the last words
                 // must be one too.
                 LogFormat::Json => tracing::error!(error = causes(&e), "vigil stopped"),
-                LogFormat::Text => eprintln!("error: {}", causes(&e)),
+                // The causes may quote a policy or a page.
+                LogFormat::Text => eprintln!(
+                    "error: {}",
+                    vigil::untrusted::for_terminal_lines(&causes(&e))
+                ),
             }
             ExitCode::from(1)
         }

@@ -21,6 +21,12 @@
 //!
 //! A family's HELP and TYPE lines are written once, and all its samples
 //! follow them, as the format requires.
+//!
+//! Label values come only from fixed sets: session ids and webhook names
+//! from `vigil.toml`, plugin file names from policy files, and enums
+//! (state, role, source, outcome). Never text a policy or a page wrote
+//! (reasons, keys, probe details): that would let them mint series and
+//! write into the scrape (see [`crate::untrusted`]).
 
 use std::collections::BTreeSet;
 use std::fmt::Write;

@@ -442,7 +442,7 @@ async fn read_stderr(
             let _ = tx.send(url.to_owned());
         }
         // Chromium is chatty on a server (D-Bus, GPU): debug, not info.
-        tracing::debug!(%session, "chromium: {line}");
+        tracing::debug!(%session, %line, "chromium says");
         let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
         if tail.len() == TAIL_LINES {
             tail.pop_front();

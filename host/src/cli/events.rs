@@ -81,8 +81,8 @@ async fn follow(client: &ApiClient, json: bool) -> Result<ExitCode, ClientError>
 
 fn line(body: &Value, json: bool) -> String {
     if json {
-        // serde_json escapes control characters inside strings.
-        return body.to_string();
+        // The exact body, with what JSON leaves raw (bidi controls) escaped.
+        return vigil::untrusted::line_json(body).expect("a JSON value prints");
     }
     let text = |v: &Value| v.as_str().map(|s| printable(s).into_owned());
     let event = text(&body["event"]).unwrap_or_else(|| "?".into());
@@ -192,6 +192,6 @@ mod tests {
         let data = json!({ "session": "main", "qr": "x\u{1b}]0;pwned\u{7}\nnext" });
         let shown = summary("session.needs_login", &data);
         assert!(!shown.chars().any(char::is_control), "{shown:?}");
-        assert!(shown.contains("\\u{1b}]0;pwned"), "{shown}");
+        assert!(shown.contains("\\x1b]0;pwned"), "{shown}");
     }
 }

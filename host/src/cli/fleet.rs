@@ -18,7 +18,7 @@ pub async fn hosts(config_path: &Path, as_json: bool) -> anyhow::Result<ExitCode
     if as_json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "hosts": records })).expect("JSON prints")
+            vigil::untrusted::pretty_json(&json!({ "hosts": records })).expect("JSON prints")
         );
         return Ok(ExitCode::SUCCESS);
     }

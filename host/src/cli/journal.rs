@@ -41,7 +41,8 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     for line in lines {
-        writeln!(out, "{line}")?;
+        // The exact JSON, with what JSON leaves raw (bidi controls) escaped.
+        writeln!(out, "{}", vigil::untrusted::json_for_terminal(&line))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -22,19 +22,26 @@ use vigil::config::LogFormat;
 /// `error`, as it warns about every DevTools event newer than its protocol
 /// types, which Chromium sends all the time).
 /// Text has colours only when stderr is a terminal, so journald and log
-/// files get plain text. JSON is one object per line: `timestamp`,
+/// files get plain text. Every message and field value is escaped
+/// (newlines, control characters, bidi controls) and cut when long, so no
+/// text can forge a line. JSON is one object per line: `timestamp`,
 /// `level`, `target`, `message` and the event's fields at the top level.
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=error,tokio_cron_scheduler=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Text from policies and pages reaches the log in fields and messages:
+    // both formats escape it (see vigil::untrusted), whoever logged it.
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => builder
+            .with_writer(std::io::stderr)
+            .fmt_fields(vigil::untrusted::TextFields)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
         LogFormat::Json => builder
+            .with_writer(vigil::untrusted::JsonLines(std::io::stderr))
             .json()
             .flatten_event(true)
             .with_current_span(false)
@@ -63,39 +70,8 @@ pub async fn wait_for_stop() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `text` safe to print on a terminal: control characters (escape
-/// sequences, carriage returns, newlines...) and the invisible characters
-/// that reorder text are shown as `\u{..}` instead of acting. For text
-/// from web pages and policies, which Vigil does not control.
+/// `text` from a web page or a policy, safe to print on a terminal (see
+/// [`vigil::untrusted`]).
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    let acts = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !text.chars().any(acts) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if acts(c) {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::printable;
-
-    #[test]
-    fn page_text_cannot_drive_the_terminal() {
-        assert_eq!(printable("2@abc,DEF=="), "2@abc,DEF==");
-        assert_eq!(
-            printable("a\u{1b}[2Jb\r\nc\u{202e}d\u{9b}"),
-            "a\\u{1b}[2Jb\\u{d}\\u{a}c\\u{202e}d\\u{9b}"
-        );
-    }
+    vigil::untrusted::for_terminal(text)
 }

@@ -227,7 +227,7 @@ async fn replay(
     })
     .await??;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", vigil::untrusted::line_json(&report)?);
     } else {
         print!("{}", report.render());
     }
@@ -264,7 +264,10 @@ async fn check(files: Vec<PathBuf>, cache_dir: Option<PathBuf>) -> anyhow::Resul
         let status = runtime.status();
         if let Some(rejection) = status.rejected.first() {
             all_valid = false;
-            println!("{}", rejection.reason);
+            println!(
+                "{}",
+                vigil::untrusted::for_terminal_lines(&rejection.reason)
+            );
             continue;
         }
         for p in &status.policies {
@@ -396,7 +399,7 @@ async fn run_scenario(
 
 fn print_report(report: &ScenarioReport, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(report)?);
+        println!("{}", vigil::untrusted::line_json(report)?);
     } else {
         print!("{}", report.render());
     }

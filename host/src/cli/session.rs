@@ -154,7 +154,7 @@ async fn list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "sessions": sessions })).expect("JSON prints")
+            vigil::untrusted::pretty_json(&json!({ "sessions": sessions })).expect("JSON prints")
         );
         return Ok(ExitCode::SUCCESS);
     }

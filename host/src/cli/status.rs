@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use super::printable;
 use anyhow::Context;
 use serde_json::Value;
 use vigil::api::client::{ApiClient, ClientError};
@@ -64,7 +65,7 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
 
 /// Prints an API failure and turns it into the documented exit code.
 pub fn report(e: &ClientError) -> ExitCode {
-    eprintln!("error: {e}");
+    eprintln!("error: {}", printable(&e.to_string()));
     super::exit::code(super::exit::of_client_error(e))
 }
 
@@ -73,7 +74,7 @@ async fn status(client: &ApiClient, json: bool) -> Result<ExitCode, ClientError>
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&answer).expect("a JSON value prints")
+            vigil::untrusted::pretty_json(&answer).expect("a JSON value prints")
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -90,10 +91,12 @@ async fn status(client: &ApiClient, json: bool) -> Result<ExitCode, ClientError>
     Ok(ExitCode::SUCCESS)
 }
 
+/// One session's cells; the decision and errors may quote a policy or a
+/// page, so every text cell is escaped for the terminal.
 fn row(s: &Value, now: SystemTime) -> [String; 5] {
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let text = |v: &Value| printable(v.as_str().unwrap_or("-")).into_owned();
     let backup = match (&s["last_backup"], s["last_backup_error"].as_str()) {
-        (_, Some(error)) => format!("FAILED: {}", shorten(error, 60)),
+        (_, Some(error)) => format!("FAILED: {}", printable(&shorten(error, 60))),
         (Value::Null, None) => "never".to_owned(),
         (b, None) => format!("{} ago", ago(&b["at"], now)),
     };
@@ -101,8 +104,8 @@ fn row(s: &Value, now: SystemTime) -> [String; 5] {
         Value::Null => "-".to_owned(),
         d => format!(
             "{}: {}",
-            d["role"].as_str().unwrap_or("?"),
-            shorten(d["decision"].as_str().unwrap_or("?"), 60)
+            printable(d["role"].as_str().unwrap_or("?")),
+            printable(&shorten(d["decision"].as_str().unwrap_or("?"), 60))
         ),
     };
     [

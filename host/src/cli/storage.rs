@@ -327,7 +327,7 @@ async fn list(config: &Config, session: &SessionId, json: bool) -> Result<ExitCo
         };
         println!(
             "{}",
-            serde_json::to_string_pretty(&list).context("writing JSON")?
+            vigil::untrusted::pretty_json(&list).context("writing JSON")?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -344,7 +344,7 @@ async fn list(config: &Config, session: &SessionId, json: bool) -> Result<ExitCo
         let status = match &e.failure {
             None if m.encrypted => "ok (encrypted)".to_string(),
             None => "ok".to_string(),
-            Some(f) => format!("DAMAGED: {}", f.reason),
+            Some(f) => format!("DAMAGED: {}", super::printable(&f.reason)),
         };
         println!(
             "{:<26} {:<20} {:>10} {:>7}  {}",
@@ -402,7 +402,10 @@ async fn verify(config: &Config, session: &SessionId, all: bool) -> Result<ExitC
     let listing = backups.listing(session).await?;
     let mut bad = 0;
     for (key, why) in &listing.unreadable {
-        println!("BAD  {key}: unreadable manifest: {why}");
+        println!(
+            "BAD  {key}: unreadable manifest: {}",
+            super::printable(&why.to_string())
+        );
         bad += 1;
     }
     let chosen: Vec<&BackupEntry> = if all {
@@ -430,7 +433,7 @@ async fn verify(config: &Config, session: &SessionId, all: bool) -> Result<ExitC
                 );
             }
             Err(err) if err.is_damaged_backup() => {
-                println!("BAD  {}: {err}", m.id);
+                println!("BAD  {}: {}", m.id, super::printable(&err.to_string()));
                 bad += 1;
             }
             Err(err) => return Err(err.into()),
@@ -449,7 +452,7 @@ async fn prune(config: &Config, dry_run: bool, json: bool) -> Result<ExitCode, F
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).context("writing JSON")?
+            vigil::untrusted::pretty_json(&report).context("writing JSON")?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -474,7 +477,7 @@ async fn inspect(config: &Config, session: &SessionId, json: bool) -> Result<Exi
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&inventory).context("writing JSON")?
+            vigil::untrusted::pretty_json(&inventory).context("writing JSON")?
         );
         return Ok(ExitCode::SUCCESS);
     }

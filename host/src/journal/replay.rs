@@ -70,6 +70,7 @@ pub struct ReplayReport {
 impl ReplayReport {
     /// The report for people: each difference, then a summary.
     pub fn render(&self) -> String {
+        use crate::untrusted::shown;
         let mut out = String::new();
         for d in &self.differences {
             let _ = writeln!(
@@ -80,12 +81,14 @@ impl ReplayReport {
                 d.file.display(),
                 d.line
             );
-            let _ = writeln!(out, "  - recorded: {}", d.recorded_text);
-            let _ = writeln!(out, "  + replayed: {}", d.replayed_text);
+            // Both answers came from policies: escaped, one line each.
+            let _ = writeln!(out, "  - recorded: {}", shown(&d.recorded_text));
+            let _ = writeln!(out, "  + replayed: {}", shown(&d.replayed_text));
             if let ServedBy::Fallback { cause, .. } = &d.replayed_by {
                 let _ = writeln!(
                     out,
-                    "    (the plugin failed, its fallback answered: {cause})"
+                    "    (the plugin failed, its fallback answered: {})",
+                    shown(&cause.to_string())
                 );
             }
         }
@@ -237,4 +240,47 @@ fn config_changes(recorded: &PolicyConfig, used: &PolicyConfig) -> Vec<String> {
         .filter(|k| recorded.get(*k) != used.get(*k))
         .map(|k| format!("{k}: {} -> {}", show(recorded, k), show(used, k)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_answer_stays_on_its_own_line_of_the_report() {
+        let hostile = "degraded (ok\n2026-01-01T00:00:00Z  INFO forged\u{1b}[2J\u{202e}exe)";
+        let report = ReplayReport {
+            policy: "watchdog.toml".into(),
+            role: Role::Watchdog,
+            plugin_sha256: "eb3af6c2244e".into(),
+            replayed: 1,
+            differences: vec![Difference {
+                file: "main.jsonl".into(),
+                line: 3,
+                at: "2026-12-04T10:00:00Z".into(),
+                session: SessionId::new("main").unwrap(),
+                recorded: serde_json::json!("healthy"),
+                replayed: serde_json::json!({ "degraded": hostile }),
+                recorded_text: "healthy".into(),
+                replayed_text: hostile.into(),
+                replayed_by: ServedBy::BuiltIn,
+            }],
+            other_roles: 0,
+            recorded_plugins: BTreeSet::new(),
+            config_changes: Vec::new(),
+            recorded_config: false,
+        };
+        let text = report.render();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(
+            text.contains(
+                "  + replayed: degraded (ok\\n2026-01-01T00:00:00Z  INFO forged\\x1b[2J\\u{202e}exe)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+            "{text}"
+        );
+    }
 }

@@ -44,7 +44,8 @@ pub fn excerpt(text: &str) -> String {
             out.push_str(&format!("… ({} bytes in all)", text.len()));
             break;
         }
-        if c.is_control() {
+        // Quoted in errors that are shown on terminals and in logs.
+        if crate::untrusted::is_unsafe(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -59,8 +60,9 @@ pub(super) fn cut(mut reason: String) -> String {
         while !reason.is_char_boundary(end) {
             end -= 1;
         }
+        let cut = reason.len() - end;
         reason.truncate(end);
-        reason.push('…');
+        reason.push_str(&format!("…[cut {cut} bytes]"));
     }
     reason
 }

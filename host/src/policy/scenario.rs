@@ -278,7 +278,10 @@ impl ScenarioReport {
 
     /// The human-readable report: one line per step, a diff under each
     /// failed one, a summary line.
+    /// The report for a terminal; what the policy answered is escaped
+    /// ([`crate::untrusted`]), one step per line whatever it said.
     pub fn render(&self) -> String {
+        use crate::untrusted::shown;
         let mut out = String::new();
         for s in &self.steps {
             let verdict = if s.passed { "ok  " } else { "FAIL" };
@@ -287,15 +290,24 @@ impl ScenarioReport {
                 s.step,
                 format_duration(s.at),
                 s.line,
-                s.actual.join(", ")
+                shown(&s.actual.join(", "))
             ));
             if !s.passed {
                 for p in &s.problems {
-                    out.push_str(&format!("       {p}\n"));
+                    out.push_str(&format!("       {}\n", shown(p)));
                 }
-                out.push_str(&format!("       - expected: {}\n", s.expected.join(", ")));
-                out.push_str(&format!("       + actual:   {}\n", s.actual.join(", ")));
-                out.push_str(&format!("       served by {}\n", s.served_by));
+                out.push_str(&format!(
+                    "       - expected: {}\n",
+                    shown(&s.expected.join(", "))
+                ));
+                out.push_str(&format!(
+                    "       + actual:   {}\n",
+                    shown(&s.actual.join(", "))
+                ));
+                out.push_str(&format!(
+                    "       served by {}\n",
+                    shown(&s.served_by.to_string())
+                ));
             }
         }
         let failed = self.failed_steps();

@@ -200,16 +200,17 @@ impl log::Host for CallState {
             while !message.is_char_boundary(end) {
                 end -= 1;
             }
+            let cut = message.len() - end;
             message.truncate(end);
-            message.push('…');
+            message.push_str(&format!("…[cut {cut} bytes]"));
         }
         let (policy, session) = (&*self.policy, &self.session);
         match level {
-            log::Level::Trace => tracing::trace!(policy, %session, "{message}"),
-            log::Level::Debug => tracing::debug!(policy, %session, "{message}"),
-            log::Level::Info => tracing::info!(policy, %session, "{message}"),
-            log::Level::Warn => tracing::warn!(policy, %session, "{message}"),
-            log::Level::Error => tracing::error!(policy, %session, "{message}"),
+            log::Level::Trace => tracing::trace!(policy, %session, text = %message, "policy log"),
+            log::Level::Debug => tracing::debug!(policy, %session, text = %message, "policy log"),
+            log::Level::Info => tracing::info!(policy, %session, text = %message, "policy log"),
+            log::Level::Warn => tracing::warn!(policy, %session, text = %message, "policy log"),
+            log::Level::Error => tracing::error!(policy, %session, text = %message, "policy log"),
         }
     }
 }

@@ -24,8 +24,10 @@ pub struct Transition {
 }
 
 /// The current state, since when, and the last [`Lifeline::CAPACITY`]
-/// transitions. Every move is logged with the session id, the new state and
-/// the reason, so `grep 'state=connected'` finds it.
+/// transitions. Every move is logged as `session ID is STATE` with the
+/// session id, the new and old states and the reason as fields, so `grep
+/// 'state=connected'` finds it. The reason often comes from a policy or a
+/// page: it stays a field (the log format escapes it), never the message.
 #[derive(Debug)]
 pub struct Lifeline {
     session: SessionId,
@@ -91,9 +93,9 @@ impl Lifeline {
         }
         let from = self.state;
         if matches!(to, SessionState::Failed | SessionState::Degraded) {
-            tracing::warn!(session = %self.session, state = %to, from = %from, "session {} is {to}: {reason}", self.session);
+            tracing::warn!(session = %self.session, state = %to, from = %from, reason = %reason, "session {} is {to}", self.session);
         } else {
-            tracing::info!(session = %self.session, state = %to, from = %from, "session {} is {to}: {reason}", self.session);
+            tracing::info!(session = %self.session, state = %to, from = %from, reason = %reason, "session {} is {to}", self.session);
         }
         let now = SystemTime::now();
         if self.history.len() == Self::CAPACITY {
