@@ -391,13 +391,15 @@ async fn a_hostile_policy_reason_shows_as_text_and_runs_nothing(
     host: &TestHost,
     plugin: &Path,
 ) {
-    const HOSTILE: &str = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script>";
+    const MARKUP: &str = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script>";
+    // And a right-to-left override, which would show what follows reversed.
+    let hostile = format!("{MARKUP} \u{202e}txt.exe");
     std::fs::write(
         host.root.path().join("policies/hostile.toml"),
         format!(
-            "role = \"watchdog\"\nplugin = {:?}\ninterval = \"1s\"\nsessions = [\"main\"]\n[config]\nreason = {:?}\n",
+            "role = \"watchdog\"\nplugin = {:?}\ninterval = \"1s\"\nsessions = [\"main\"]\n[config]\nreason = {}\n",
             plugin.display().to_string(),
-            HOSTILE
+            toml::Value::String(hostile.clone())
         ),
     )
     .expect("write the policy");
@@ -414,7 +416,13 @@ async fn a_hostile_policy_reason_shows_as_text_and_runs_nothing(
         "(() => { const td = document.querySelector('#sessions tr[data-session=\"main\"] td.decision'); return td && td.textContent.includes('onerror') ? td.textContent : null; })()",
     )
     .await;
-    assert!(shown.as_str().unwrap().contains(HOSTILE), "{shown}");
+    let shown = shown.as_str().unwrap();
+    assert!(shown.contains(MARKUP), "{shown}");
+    assert!(
+        !shown.contains('\u{202e}'),
+        "the override is shown as an escape: {shown}"
+    );
+    assert!(shown.contains("202e}txt.exe"), "{shown}");
     // Give an image's error handler time to fire, had one been made.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(

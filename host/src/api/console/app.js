@@ -25,10 +25,21 @@ let refreshTimer = null;
 
 // ------------------------------------------------------------ utilities
 
+/**
+ * Text as it may be shown: control characters and bidi overrides (which
+ * would hide or reorder what follows them) become visible escapes.
+ */
+function visible(text) {
+  return String(text).replace(
+    /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u{${c.codePointAt(0).toString(16)}}`,
+  );
+}
+
 /** An element with text and attributes; children appended in order. */
 function el(tag, { text, cls, attrs } = {}, ...children) {
   const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (text !== undefined && text !== null) node.textContent = visible(text);
   if (cls) node.className = cls;
   for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
   for (const child of children) if (child) node.append(child);
