@@ -4,8 +4,10 @@
 //! session, and read a hostile policy reason as text. The host runs in
 //! this process on the fixture app (see `common::api::TestHost`).
 //!
-//! It also saves the README's pictures of the console, `docs/console.png`
-//! and `docs/console-live.png`.
+//! It also takes the README's pictures of the console, into
+//! `target/console/`; with `VIGIL_UPDATE_PICTURES=1` into `docs/`
+//! (`docs/console.png`, `docs/console-live.png`), so that an ordinary test
+//! run leaves the checkout as it was.
 
 mod common;
 
@@ -606,6 +608,13 @@ async fn save_picture(page: &Page, path: &str) {
         )
         .await
         .expect("a screenshot of the console");
-    let file = repo_root().join(path);
+    let root = repo_root();
+    let file = if std::env::var_os("VIGIL_UPDATE_PICTURES").is_some_and(|v| v == "1") {
+        root.join(path)
+    } else {
+        let dir = root.join("target/console");
+        std::fs::create_dir_all(&dir).expect("target/console");
+        dir.join(Path::new(path).file_name().expect("a file name"))
+    };
     std::fs::write(&file, png).unwrap_or_else(|e| panic!("{}: {e}", Path::new(path).display()));
 }
