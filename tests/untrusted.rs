@@ -287,21 +287,12 @@ async fn hostile_story(log_format: &str) -> String {
         reason == probed || reason == format!("watchdog: {REASON}"),
         "{session}"
     );
-    let recent = call(
-        &host.base,
-        "GET",
-        "/v1/events/recent",
-        Some(&host.token),
-        None,
-    )
-    .await;
-    let changed = recent.json()["events"]
-        .as_array()
-        .unwrap()
+    let (recent, text) = recent_events(&host).await;
+    let changed = recent
         .iter()
         .find(|e| e["event"] == "session.state_changed" && e["data"]["reason"] == probed.as_str())
         .cloned();
-    assert!(changed.is_some(), "the feed: {}", recent.text());
+    assert!(changed.is_some(), "the feed: {text}");
 
     // The event stream (SSE): the exact text in the event's JSON.
     let streamed = stream_until(&host, |data| {
@@ -397,6 +388,23 @@ async fn hostile_story(log_format: &str) -> String {
     assert_safe("vigil login", &login);
 
     host.stop()
+}
+
+/// `GET /v1/events/recent`: the kept events, and the body as text.
+async fn recent_events(host: &Hostile) -> (Vec<Value>, String) {
+    let recent = call(
+        &host.base,
+        "GET",
+        "/v1/events/recent",
+        Some(&host.token),
+        None,
+    )
+    .await;
+    let events = recent.json()["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (events, recent.text())
 }
 
 /// Reads `GET /v1/events?after=0` as a dashboard would, until an event's
@@ -549,20 +557,11 @@ async fn a_hostile_login_qr_code_is_exact_in_json_and_escaped_on_the_terminal() 
     .await;
     assert_eq!(qr.status, 200, "{}", qr.text());
     assert_eq!(qr.json()["text"], REASON);
-    let recent = call(
-        &host.base,
-        "GET",
-        "/v1/events/recent",
-        Some(&host.token),
-        None,
-    )
-    .await;
-    let listed = recent.json()["events"]
-        .as_array()
-        .unwrap()
+    let (recent, text) = recent_events(&host).await;
+    let listed = recent
         .iter()
         .any(|e| e["event"] == "session.needs_login" && e["data"]["qr"] == REASON);
-    assert!(listed, "{}", recent.text());
+    assert!(listed, "{text}");
 
     // The terminal: escaped.
     let (code, events) = host.cli(&["events"]);
