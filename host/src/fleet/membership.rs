@@ -200,7 +200,7 @@ pub(super) struct Inner {
 /// [`Fleet::leave`].
 pub struct Fleet {
     pub(super) inner: Arc<Inner>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Records unchanged as dead for this many leases are deleted.
@@ -259,7 +259,10 @@ impl Fleet {
             tokio::spawn(Arc::clone(&inner).renewer()),
             tokio::spawn(Arc::clone(&inner).fence_watch()),
         ];
-        Ok(Self { inner, tasks })
+        Ok(Self {
+            inner,
+            tasks: Mutex::new(tasks),
+        })
     }
 
     pub fn config(&self) -> &FleetConfig {
@@ -328,9 +331,10 @@ impl Fleet {
     /// Leaves the fleet: stops renewing and deletes this run's record, so
     /// that sessions it still names in owner records may be claimed at
     /// once. Call after every session was stopped (and released).
-    pub async fn leave(mut self) {
+    pub async fn leave(&self) {
         let _ = self.inner.stop.send(true);
-        for task in self.tasks.drain(..) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for task in tasks {
             let _ = task.await;
         }
         let (me, fenced) = {
@@ -350,7 +354,7 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.lock().expect("tasks lock").iter() {
             task.abort();
         }
     }
