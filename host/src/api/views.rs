@@ -274,3 +274,62 @@ pub struct Readiness {
     /// Sessions still starting, restoring or launching.
     pub waiting: Vec<SessionId>,
 }
+
+/// `GET /v1/hosts`: the fleet as this host saw it at its latest listing.
+#[derive(Serialize)]
+pub struct HostList {
+    /// This host's current run.
+    pub me: String,
+    pub hosts: Vec<HostEntry>,
+}
+
+#[derive(Serialize)]
+pub struct HostEntry {
+    pub host: String,
+    pub incarnation: String,
+    /// `alive`, `silent` (unchanged for a lease, about to be declared
+    /// dead) or `dead`.
+    pub health: crate::fleet::Health,
+    /// `active`, `draining` or `dead` as its record says; none when the
+    /// record could not be read.
+    pub state: Option<&'static str>,
+    /// Sessions its record says it owns, with their epochs.
+    pub sessions: std::collections::BTreeMap<SessionId, u64>,
+    /// When it last renewed, by its own clock (shown, never compared).
+    pub last_renew: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long its record had stayed unchanged at the latest listing, on
+    /// this host's clock.
+    pub unchanged_for_secs: Option<f64>,
+    pub max_sessions: Option<usize>,
+}
+
+impl HostList {
+    pub fn from_view(view: &crate::fleet::FleetView) -> Self {
+        use crate::fleet::HostState;
+        Self {
+            me: view.me.to_string(),
+            hosts: view
+                .hosts
+                .iter()
+                .map(|h| HostEntry {
+                    host: h.member.host.to_string(),
+                    incarnation: h.member.incarnation.as_str().to_string(),
+                    health: h.health,
+                    state: h.record.as_ref().map(|r| match r.state {
+                        HostState::Active => "active",
+                        HostState::Draining => "draining",
+                        HostState::Dead { .. } => "dead",
+                    }),
+                    sessions: h
+                        .record
+                        .as_ref()
+                        .map(|r| r.owned.clone())
+                        .unwrap_or_default(),
+                    last_renew: h.record.as_ref().map(|r| r.renewed),
+                    unchanged_for_secs: h.unchanged_for.map(|d| d.as_secs_f64()),
+                    max_sessions: h.record.as_ref().and_then(|r| r.max_sessions),
+                })
+                .collect(),
+        }
+    }
+}

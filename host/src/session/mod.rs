@@ -280,6 +280,12 @@ impl SessionHandle {
         }
     }
 
+    /// Whether the task has ended (it ends by itself only when this host
+    /// lost the session's ownership).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Ends the task at once, without a graceful close (after a shutdown
     /// that overran its bound); the browser is killed with it.
     pub fn abort_handle(&self) -> tokio::task::AbortHandle {
