@@ -88,6 +88,8 @@ pub struct Supervisor {
     /// In a fleet: the task that claims and hands over sessions, and its
     /// stop switch.
     placer: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    /// In a fleet: forwards its events to the feed and the webhooks.
+    fleet_events: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Supervisor {
@@ -176,6 +178,13 @@ impl Supervisor {
                 "no session yet: add one with `vigil session add` or a [[session]] in the config"
             );
         }
+        let fleet_events = fleet.as_ref().map(|fleet| {
+            tokio::spawn(placing::forward_events(
+                Arc::clone(fleet),
+                Arc::clone(&feed),
+                webhook_sender.clone(),
+            ))
+        });
         let placer = match &fleet {
             // In a fleet, sessions start where placement puts them.
             Some(fleet) => {
@@ -221,6 +230,7 @@ impl Supervisor {
             feed,
             started: SystemTime::now(),
             placer,
+            fleet_events,
         })
     }
 
@@ -309,6 +319,11 @@ impl Supervisor {
             }
             self.sessions.stop_all(bound).await;
             fleet.leave().await;
+        }
+        if let Some(task) = self.fleet_events.take() {
+            // Let the last moves go out before the feed closes.
+            tokio::task::yield_now().await;
+            task.abort();
         }
         self.sessions.stop_all(bound).await;
         // Every session has made its last decision: write the journal out.

@@ -273,6 +273,37 @@ impl SessionSet {
     }
 }
 
+/// Publishes the fleet's events to the feed and the webhooks, starting
+/// with this host's own join (raised before anyone listened).
+pub(super) async fn forward_events(
+    fleet: Arc<Fleet>,
+    feed: Arc<crate::feed::EventFeed>,
+    webhooks: crate::webhook::WebhookSender,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = fleet.subscribe();
+    let publish = |event: &crate::webhook::Event| {
+        let published = feed.publish(event);
+        webhooks.send_delivery(published.delivery.clone());
+    };
+    let me = fleet.member();
+    publish(&crate::webhook::Event::HostJoined {
+        host: me.host.to_string(),
+        incarnation: me.incarnation.as_str().to_string(),
+    });
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                if let Some(event) = crate::webhook::Event::from_fleet(&event) {
+                    publish(&event);
+                }
+            }
+            Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "fell behind fleet events"),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 /// Aborts the sessions' tasks (dropping a browser kills its process
 /// group) and waits for them to end.
 async fn kill(running: impl Iterator<Item = Running>) {
