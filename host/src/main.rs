@@ -70,6 +70,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Internal: the browser watchdog `vigil run` starts beside itself in a
+    /// fleet (kills its browsers when Vigil stops confirming they may run).
+    #[command(hide = true, name = "browser-watchdog")]
+    BrowserWatchdog,
     /// Hand every session of the running host over to the other hosts of
     /// the fleet (backup, stop, release) and take no more; the host keeps
     /// running until stopped. For a Kubernetes preStop hook. Exit codes: 0
@@ -116,6 +120,10 @@ fn main() -> ExitCode {
             Command::Session { command } => cli::session::run(&cli.config, command).await,
             Command::Hosts { json } => cli::fleet::hosts(&cli.config, json).await,
             Command::Drain => cli::fleet::drain(&cli.config).await,
+            Command::BrowserWatchdog => {
+                vigil::browser::watchdog::serve()?;
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match outcome {

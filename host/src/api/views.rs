@@ -14,8 +14,8 @@ use crate::backup::{BackupEntry, BackupId, FailureMark, Manifest, RestoreReport}
 use crate::id::SessionId;
 use crate::session::state::rfc3339;
 use crate::session::{
-    BackupSummary, DecisionSummary, ProbeSummary, RestoreSummary, SessionCounters, SessionState,
-    SessionStatus, Transition,
+    BackupSummary, DecisionSummary, OwnerSummary, ProbeSummary, RestoreSummary, SessionCounters,
+    SessionState, SessionStatus, Transition,
 };
 use crate::volume::ProfilePath;
 
@@ -37,6 +37,9 @@ pub struct SessionSummary {
     pub last_backup: Option<BackupSummary>,
     pub last_backup_error: Option<String>,
     pub last_decision: Option<DecisionSummary>,
+    /// In a fleet: the host (and its run) that owns it, and the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerSummary>,
 }
 
 impl From<SessionStatus> for SessionSummary {
@@ -50,6 +53,7 @@ impl From<SessionStatus> for SessionSummary {
             last_backup: s.last_backup,
             last_backup_error: s.last_backup_error,
             last_decision: s.last_decision,
+            owner: s.owner,
         }
     }
 }
@@ -74,6 +78,9 @@ pub struct SessionDetail {
     /// Oldest first.
     pub history: Vec<Transition>,
     pub counters: Counters,
+    /// In a fleet: the host (and its run) that owns it, and the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerSummary>,
 }
 
 /// Counts since the host started.
@@ -129,6 +136,7 @@ impl From<SessionStatus> for SessionDetail {
             last_restore: s.last_restore,
             last_decision: s.last_decision,
             history: s.history,
+            owner: s.owner,
         }
     }
 }

@@ -42,6 +42,7 @@ mod probe;
 mod process;
 mod settings;
 mod user_agent;
+pub mod watchdog;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

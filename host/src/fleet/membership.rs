@@ -311,6 +311,22 @@ impl Fleet {
         self.inner.fenced_now()
     }
 
+    /// How much longer this host's browsers may run if no renewal is
+    /// confirmed from now on: none once fenced (or rejoining). A browser
+    /// watchdog outside this process kills the browsers when this budget,
+    /// counted from when it was told, runs out: even while Vigil itself is
+    /// paused, they stop before anyone may take their sessions.
+    pub fn run_budget(&self) -> Option<Duration> {
+        if self.inner.fenced_now() {
+            return None;
+        }
+        let run = self.inner.run.lock().expect("run lock");
+        // Rejoining: nothing may run until the new run has joined.
+        run.version.as_ref()?;
+        let since = self.inner.clock.now().saturating_sub(run.confirmed);
+        self.inner.config.fence_after().checked_sub(since)
+    }
+
     /// Stops taking sessions and tells the others (draining): the caller
     /// then backs up and releases each session it owns.
     pub fn drain(&self) {

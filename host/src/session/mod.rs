@@ -37,8 +37,8 @@ use crate::volume::VolumeError;
 pub use spec::{DEFAULT_PROBE, SessionSpec};
 pub use state::{Lifeline, SessionState, Transition};
 pub use status::{
-    BackupSummary, DecisionSummary, ProbeSummary, RestoreSource, RestoreSummary, SessionCounters,
-    SessionStatus,
+    BackupSummary, DecisionSummary, OwnerSummary, ProbeSummary, RestoreSource, RestoreSummary,
+    SessionCounters, SessionStatus,
 };
 
 /// What sessions share: the policy runtime and the journal of its
