@@ -126,7 +126,9 @@ struct Host {
 }
 
 impl Host {
-    fn new(name: &str, bucket: &str, endpoint: &str) -> Self {
+    fn new(name: &str, store: &Store) -> Self {
+        let (bucket, endpoint) = (&store.bucket, &store.endpoint);
+        let (lease, renew) = store.timing;
         let root = tempfile::Builder::new()
             .prefix(&format!("vigil-fleet-{name}-"))
             .tempdir()
@@ -164,8 +166,8 @@ listen = "127.0.0.1:{port}"
 
 [fleet]
 host_id = "{name}"
-lease_secs = 6
-renew_secs = 2
+lease_secs = {lease}
+renew_secs = {renew}
 "#,
             root = root.path().display(),
             chromium = chromium.display(),
@@ -372,25 +374,63 @@ fn dump_logs(hosts: &[&Host]) -> String {
         .join("\n")
 }
 
+/// Where the hosts keep their backups and fleet records, and their
+/// lease and renewal period in seconds.
+#[derive(Clone)]
+struct Store {
+    endpoint: String,
+    bucket: String,
+    timing: (u64, u64),
+}
+
+impl Store {
+    /// A new bucket on the moto server of the test run; 6 s leases.
+    fn shared() -> Self {
+        Self {
+            endpoint: s3::endpoint().to_string(),
+            bucket: s3::bucket("fleet-run"),
+            timing: (6, 2),
+        }
+    }
+}
+
 struct Fleet {
     app: App,
+    store: Store,
     hosts: Vec<Host>,
 }
 
 impl Fleet {
     async fn start(names: &[&str]) -> Self {
+        Self::start_on(names, Store::shared()).await
+    }
+
+    async fn start_on(names: &[&str], store: Store) -> Self {
         chromium::init_logging();
         let app = App::start().await;
-        let endpoint = s3::endpoint();
-        let bucket = s3::bucket("fleet-run");
-        let mut hosts: Vec<Host> = names
-            .iter()
-            .map(|n| Host::new(n, &bucket, endpoint))
-            .collect();
+        let mut hosts: Vec<Host> = names.iter().map(|n| Host::new(n, &store)).collect();
         for h in &mut hosts {
             h.start();
         }
-        for h in &hosts {
+        Self::wait_up(&hosts).await;
+        Self { app, store, hosts }
+    }
+
+    /// Starts one more host and waits until every host sees it.
+    async fn join(&mut self, name: &str) {
+        let mut h = Host::new(name, &self.store);
+        h.start();
+        self.hosts.push(h);
+        Self::wait_up_refs(&self.refs()).await;
+    }
+
+    async fn wait_up(hosts: &[Host]) {
+        let refs: Vec<&Host> = hosts.iter().collect();
+        Self::wait_up_refs(&refs).await;
+    }
+
+    async fn wait_up_refs(hosts: &[&Host]) {
+        for h in hosts {
             wait_for(
                 Duration::from_secs(30),
                 &format!("{} answers", h.name),
@@ -399,7 +439,7 @@ impl Fleet {
             .await;
         }
         // Every host sees every other one.
-        for h in &hosts {
+        for h in hosts {
             let n = hosts.len();
             wait_for(
                 Duration::from_secs(20),
@@ -416,7 +456,6 @@ impl Fleet {
             )
             .await;
         }
-        Self { app, hosts }
     }
 
     fn refs(&self) -> Vec<&Host> {
@@ -651,6 +690,205 @@ async fn a_rolling_restart_moves_sessions_by_drain_within_15_s() {
         })
         .await;
     }
+    assert_eq!(fleet.app.pairings(), pairings, "no new login");
+    fleet.app.assert_no_double_run();
+    fleet.stop().await;
+}
+
+/// Two hosts run three sessions (2 and 1); a third joins: the host above
+/// its share hands one session over (backup, release, the newcomer
+/// restores exactly that backup), 1/1/1, with no login lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_host_takes_its_share_by_handover() {
+    let _turn = turn().await;
+    let mut fleet = Fleet::start(&["j1", "j2"]).await;
+    fleet.add_sessions(3);
+    let (by, _) = wait_for(
+        Duration::from_secs(120),
+        "three sessions connected",
+        async || all_connected(&fleet.refs(), 3).await,
+    )
+    .await;
+    assert_eq!(spread(&by), vec![1, 2], "{by:?}");
+    wait_for(Duration::from_secs(60), "after-login backups", async || {
+        let mut all = true;
+        for h in fleet.refs() {
+            for s in h.get("/v1/sessions").await?["sessions"].as_array()? {
+                all &= !s["last_backup"].is_null();
+            }
+        }
+        all.then_some(())
+    })
+    .await;
+    let pairings = fleet.app.pairings();
+    assert_eq!(pairings, 3);
+
+    fleet.join("j3").await;
+    let (by, took) = wait_for(
+        Duration::from_secs(90),
+        "1/1/1 after j3 joined",
+        async || {
+            let by = all_connected(&fleet.refs(), 3).await?;
+            (spread(&by) == vec![1, 1, 1]).then_some(by)
+        },
+    )
+    .await;
+    eprintln!("rebalanced in {took:?}: {by:?}");
+    let logs = dump_logs(&fleet.refs());
+    assert!(logs.contains("handed over by"), "{logs}");
+    assert_eq!(fleet.app.pairings(), pairings, "no new login");
+    fleet.app.assert_no_double_run();
+    fleet.stop().await;
+}
+
+/// A moto server of this test's own (the shared one serves every test of
+/// the run): it can be paused.
+struct OwnMoto {
+    child: Child,
+    endpoint: String,
+}
+
+impl OwnMoto {
+    async fn start() -> Self {
+        let moto = std::env::var("PATH")
+            .unwrap_or_default()
+            .split(':')
+            .map(|d| PathBuf::from(d).join("moto_server"))
+            .find(|p| p.exists())
+            .or_else(|| {
+                let tools = std::env::var("VIGIL_TOOLS")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|_| {
+                        PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                            .join(".cache/vigil")
+                    });
+                Some(tools.join("moto/bin/moto_server")).filter(|p| p.exists())
+            })
+            .expect("moto_server (scripts/install-deps.sh test)");
+        let port = free_port();
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto starts");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        wait_for(Duration::from_secs(60), "moto answers", async || {
+            http.get(&endpoint).send().await.ok().map(|_| ())
+        })
+        .await;
+        Self { child, endpoint }
+    }
+
+    fn bucket(&self, name: &str) {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method='PUT'))",
+                &format!("{}/{name}", self.endpoint),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on this test's own moto process.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+}
+
+impl Drop for OwnMoto {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The store stops answering (moto paused). For 10 s nothing stops; for
+/// longer than the fence time every host fences and kills its browsers
+/// (nobody can tell a dead host from a cut-off one); once the store is
+/// back, every session is connected again within 60 s, from the disk
+/// profiles of the same hosts, with no new login. Leases of 24 s here
+/// (renewals every 4 s, fence at 18 s): an outage up to 13 s is absorbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_stops_nothing_when_short_and_fences_everyone_when_long() {
+    let _turn = turn().await;
+    let moto = OwnMoto::start().await;
+    moto.bucket("fleet-outage");
+    let store = Store {
+        endpoint: moto.endpoint.clone(),
+        bucket: "fleet-outage".into(),
+        timing: (24, 4),
+    };
+    let fleet = Fleet::start_on(&["o1", "o2"], store).await;
+    fleet.add_sessions(2);
+    let hosts = fleet.refs();
+    let (before, _) = wait_for(
+        Duration::from_secs(120),
+        "two sessions connected",
+        async || all_connected(&hosts, 2).await,
+    )
+    .await;
+    wait_for(Duration::from_secs(60), "after-login backups", async || {
+        let mut all = true;
+        for h in &hosts {
+            for s in h.get("/v1/sessions").await?["sessions"].as_array()? {
+                all &= !s["last_backup"].is_null();
+            }
+        }
+        all.then_some(())
+    })
+    .await;
+    let pairings = fleet.app.pairings();
+
+    // 10 s: nothing stops, nothing moves.
+    moto.signal(libc::SIGSTOP);
+    let paused = Instant::now();
+    while paused.elapsed() < Duration::from_secs(10) {
+        assert_eq!(
+            fleet.app.connected_devices(),
+            2,
+            "a short outage stopped a session"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    moto.signal(libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(all_connected(&hosts, 2).await, Some(before.clone()));
+    for h in &hosts {
+        assert!(!h.log().contains("fenced:"), "{}", h.log());
+    }
+
+    // 45 s: every host fences and its browsers stop.
+    moto.signal(libc::SIGSTOP);
+    wait_for(
+        Duration::from_secs(40),
+        "every browser stopped",
+        async || (fleet.app.connected_devices() == 0).then_some(()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    moto.signal(libc::SIGCONT);
+    let back = Instant::now();
+    let (after, took) = wait_for(
+        Duration::from_secs(60),
+        "connected again after the outage",
+        async || all_connected(&hosts, 2).await,
+    )
+    .await;
+    eprintln!(
+        "connected again {:?} after the store came back: {after:?}",
+        back.elapsed().min(took)
+    );
     assert_eq!(fleet.app.pairings(), pairings, "no new login");
     fleet.app.assert_no_double_run();
     fleet.stop().await;

@@ -43,7 +43,9 @@ pub enum SupervisorError {
         file: std::path::PathBuf,
         store: String,
     },
-    #[error("this host is not in a fleet: there is nothing to drain (the config has no [fleet])")]
+    #[error(
+        "this host is not in a fleet (its config has no [fleet]): there is nothing to hand over"
+    )]
     NotInFleet,
     #[error(transparent)]
     Backup(#[from] BackupError),

@@ -294,14 +294,11 @@ async fn remove_session(
 // ----------------------------------------------------------------- fleet
 
 /// The fleet's hosts as this host sees them (its latest listing).
-async fn hosts(State(state): State<Shared>) -> Result<axum::Json<views::HostList>, ApiError> {
-    let fleet = state
-        .host
-        .control()
-        .fleet()
-        .ok_or_else(|| ApiError::from(crate::supervisor::SupervisorError::NotInFleet))?;
-    let view = fleet.view().borrow().clone();
-    Ok(axum::Json(views::HostList::from_view(&view)))
+async fn hosts(State(state): State<Shared>) -> axum::Json<views::HostList> {
+    axum::Json(match state.host.control().fleet() {
+        Some(fleet) => views::HostList::from_view(&fleet.view().borrow()),
+        None => views::HostList::alone(),
+    })
 }
 
 /// Hands every session of this host over to the others and takes no

@@ -286,8 +286,10 @@ pub struct Readiness {
 /// `GET /v1/hosts`: the fleet as this host saw it at its latest listing.
 #[derive(Serialize)]
 pub struct HostList {
+    /// Whether this host is in a fleet (false: no `[fleet]`, no hosts).
+    pub fleet: bool,
     /// This host's current run.
-    pub me: String,
+    pub me: Option<String>,
     pub hosts: Vec<HostEntry>,
 }
 
@@ -312,10 +314,20 @@ pub struct HostEntry {
 }
 
 impl HostList {
+    /// A host alone (no `[fleet]`).
+    pub fn alone() -> Self {
+        Self {
+            fleet: false,
+            me: None,
+            hosts: Vec::new(),
+        }
+    }
+
     pub fn from_view(view: &crate::fleet::FleetView) -> Self {
         use crate::fleet::HostState;
         Self {
-            me: view.me.to_string(),
+            fleet: true,
+            me: Some(view.me.to_string()),
             hosts: view
                 .hosts
                 .iter()
