@@ -164,6 +164,10 @@ pub struct BackupView {
     pub verified: bool,
     /// Set when a restore or verify found it damaged.
     pub damaged: Option<FailureMark>,
+    /// In a fleet: the owner epoch of the host that made it (backups rank
+    /// by epoch, then time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl BackupView {
@@ -182,6 +186,7 @@ impl BackupView {
             critical: m.critical,
             verified: damaged.is_none(),
             damaged,
+            epoch: m.epoch,
         }
     }
 }
