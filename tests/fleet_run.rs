@@ -357,3 +357,78 @@ async fn a_short_chaos_run_never_runs_a_session_twice_nor_loses_a_login() {
     assert_eq!(report.manifest_regressions, 0, "{:?}", report.steps);
     assert_eq!(report.not_recovered, 0, "{:?}", report.steps);
 }
+
+/// Chromium processes whose profile is under `host`'s data folder.
+fn browsers_of(host: &Host) -> Vec<u32> {
+    let flag = format!(
+        "--user-data-dir={}",
+        host.root.path().join("data/profiles").display()
+    );
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .split(|b| *b == 0)
+            .any(|a| a.starts_with(flag.as_bytes()))
+            && common::chromium::alive(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// `kill -9` of only the `vigil` process of a host (the OOM killer, a
+/// crash): its Chromium dies with it, so no orphan stays connected, and
+/// its session comes back on the other host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vigil_killed_alone_leaves_no_browser_and_its_session_moves() {
+    let _turn = turn().await;
+    let fleet = Fleet::start(&["k1", "k2"]).await;
+    fleet.add_sessions(2);
+    let (by, _) = wait_for(
+        Duration::from_secs(120),
+        "two sessions connected",
+        async || all_connected(&fleet.refs(), 2).await,
+    )
+    .await;
+    assert_eq!(spread(&by), vec![1, 1], "{by:?}");
+    wait_for(Duration::from_secs(60), "after-login backups", async || {
+        let mut all = true;
+        for h in fleet.refs() {
+            for s in h.get("/v1/sessions").await?["sessions"].as_array()? {
+                all &= !s["last_backup"].is_null();
+            }
+        }
+        all.then_some(())
+    })
+    .await;
+    let pairings = fleet.app.pairings();
+    let victim = &fleet.hosts[1];
+    assert!(!browsers_of(victim).is_empty(), "k2 runs a browser");
+    victim.signal(libc::SIGKILL);
+    wait_for(Duration::from_secs(5), "k2's browser gone", async || {
+        browsers_of(victim).is_empty().then_some(())
+    })
+    .await;
+    let k1 = [&fleet.hosts[0]];
+    let (_, took) = wait_for(
+        Duration::from_secs(60),
+        "both sessions connected on k1",
+        async || all_connected(&k1, 2).await,
+    )
+    .await;
+    eprintln!("k2's session connected on k1 {took:?} after the kill");
+    assert_eq!(fleet.app.pairings(), pairings, "no new login");
+    fleet.app.assert_no_double_run();
+    fleet.stop().await;
+}
