@@ -19,14 +19,17 @@ echo "check-packaging: Dockerfile" >&2
 
 echo "check-packaging: examples/kubernetes/vigil.yaml" >&2
 "$tools/bin/kubernetes-validate" --strict --quiet examples/kubernetes/vigil.yaml
+echo "check-packaging: examples/kubernetes/fleet.yaml" >&2
+"$tools/bin/kubernetes-validate" --strict --quiet examples/kubernetes/fleet.yaml
 
 echo "check-packaging: vigil.toml in examples/docker and the ConfigMap" >&2
 "$tools/bin/python" - <<'EOF'
 import tomllib, yaml
 tomllib.load(open("examples/docker/vigil.toml", "rb"))
-for doc in yaml.safe_load_all(open("examples/kubernetes/vigil.yaml")):
-    if doc and doc["kind"] == "ConfigMap":
-        tomllib.loads(doc["data"]["vigil.toml"])
+for example in ("vigil.yaml", "fleet.yaml"):
+    for doc in yaml.safe_load_all(open(f"examples/kubernetes/{example}")):
+        if doc and doc["kind"] == "ConfigMap":
+            tomllib.loads(doc["data"]["vigil.toml"])
 EOF
 
 if command -v systemd-analyze >/dev/null; then

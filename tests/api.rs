@@ -674,6 +674,14 @@ async fn the_api_and_its_openapi_document_agree(base: &str, backup: &str) {
             // Connected: the page shows no QR code.
             assert_eq!(answer.status, 404, "{path}: {}", answer.text());
             assert_eq!(answer.error_code(), "no_qr_code");
+        } else if op.path == "/v1/host/drain" {
+            // A host alone has nothing to hand over, and says so.
+            assert_eq!(answer.status, 409, "{path}: {}", answer.text());
+            assert!(
+                answer.text().contains("not in a fleet"),
+                "{}",
+                answer.text()
+            );
         } else {
             assert!(
                 (200..300).contains(&answer.status),

@@ -110,3 +110,33 @@ fn a_broken_configmap_is_reported_with_its_line() {
     let error = Config::parse(&text, Path::new("cm.toml"), Path::new("/")).unwrap_err();
     assert!(error.to_string().contains("cm.toml:1:"), "{error}");
 }
+
+#[test]
+fn the_kubernetes_fleet_example_runs_three_pods_that_drain_before_they_stop() {
+    let yaml = std::fs::read_to_string(repo().join("examples/kubernetes/fleet.yaml")).unwrap();
+    let text = configmap_toml(&yaml);
+    let config = Config::parse(
+        &text,
+        Path::new("examples/kubernetes/fleet.yaml"),
+        Path::new("/"),
+    )
+    .unwrap_or_else(|e| panic!("the fleet ConfigMap's vigil.toml: {e}"));
+    let fleet = config.fleet.as_ref().expect("a [fleet] table");
+    assert!(config.backup.store.to_string().starts_with("s3://"));
+    assert!(fleet.lease >= fleet.renew * 3);
+    // Three pods, at most one away at a time, each draining first, with a
+    // grace period above the drain's bound.
+    assert!(yaml.contains("replicas: 3"), "{yaml}");
+    assert!(yaml.contains("kind: PodDisruptionBudget"));
+    assert!(yaml.contains("maxUnavailable: 1"));
+    assert!(yaml.contains(r#"command: ["/usr/local/bin/vigil", "drain""#));
+    let grace: u64 = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds: "))
+        .and_then(|n| n.parse().ok())
+        .expect("a termination grace period");
+    assert!(
+        grace > config.service.shutdown_timeout.as_secs() + 30,
+        "grace {grace} s leaves no room after the drain"
+    );
+}

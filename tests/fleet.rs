@@ -592,17 +592,18 @@ async fn the_catalog_and_the_hosts_show_from_the_store_without_a_running_host() 
 }
 
 #[test]
-fn vigil_run_says_plainly_that_it_does_not_run_a_fleet_yet() {
-    let s = Setup::new(StoreKind::S3, "");
+fn vigil_run_refuses_a_fleet_on_a_local_store_naming_the_config() {
+    let s = Setup::new(StoreKind::File, "");
     let mut text = std::fs::read_to_string(&s.config_path).unwrap();
     text.push_str("\n[api]\nlisten = \"127.0.0.1:0\"\n\n[fleet]\nhost_id = \"a\"\n");
     std::fs::write(&s.config_path, text).unwrap();
     let (code, _, err) = vigil(&s, &["run"]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("[fleet] is not run by `vigil run` yet"),
+        err.contains("[fleet] needs a store every host shares"),
         "{err}"
     );
+    assert!(err.contains("vigil.toml"), "names the config: {err}");
 }
 
 /// A store that counts the requests it forwards, by kind and by folder.

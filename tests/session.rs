@@ -905,7 +905,11 @@ async fn a_session_added_at_runtime_survives_a_restart_until_removed() {
     extra.id = vigil::id::SessionId::new("extra").unwrap();
     let set = |host: &TestHost| std::sync::Arc::clone(host.supervisor().session_set());
 
-    let client = set(&host).add(extra.clone()).await.expect("added");
+    let client = set(&host)
+        .add(extra.clone())
+        .await
+        .expect("added")
+        .expect("a single host starts it at once");
     let mut watch = client.watch();
     tokio::time::timeout(
         START,

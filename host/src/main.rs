@@ -70,6 +70,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Internal: the browser watchdog `vigil run` starts beside itself in a
+    /// fleet (kills its browsers when Vigil stops confirming they may run).
+    #[command(hide = true, name = "browser-watchdog")]
+    BrowserWatchdog,
+    /// Hand every session of the running host over to the other hosts of
+    /// the fleet (backup, stop, release) and take no more; the host keeps
+    /// running until stopped. For a Kubernetes preStop hook. Exit codes: 0
+    /// drained, 1 error, 5 no running host.
+    Drain,
     /// Add, remove and list sessions while Vigil runs (the catalog in the
     /// backup store).
     Session {
@@ -110,6 +119,11 @@ fn main() -> ExitCode {
             Command::Host(command) => cli::status::run(&cli.config, command).await,
             Command::Session { command } => cli::session::run(&cli.config, command).await,
             Command::Hosts { json } => cli::fleet::hosts(&cli.config, json).await,
+            Command::Drain => cli::fleet::drain(&cli.config).await,
+            Command::BrowserWatchdog => {
+                vigil::browser::watchdog::serve()?;
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match outcome {

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::backup::{BackupError, Backups};
 use crate::config::{Config, SessionConfig};
 use crate::feed::EventFeed;
-use crate::fleet::{self, FleetError, FleetStore, HostId};
+use crate::fleet::{self, Fleet, FleetError, FleetStore, HostId, Tenure};
 use crate::id::SessionId;
 use crate::journal::{self, Journal, JournalError};
 use crate::policy::{PolicyError, PolicyRuntime, PolicySource, ReloadWatcher, RuntimeOptions};
@@ -27,16 +27,26 @@ use crate::session::{
 };
 use crate::webhook::{self, WebhookError, WebhookSender, Webhooks};
 
+mod placing;
+pub use placing::{Drained, HandedOver};
+
 /// Why the host could not start, or could not add or remove a session.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SupervisorError {
     #[error(
-        "{}: [fleet] is not run by `vigil run` yet: sessions are not yet placed by ownership \
-         (the fleet's store protocol is in place; see README \"Running a fleet\"). Remove [fleet] to run this host alone",
+        "{}: [fleet] needs a store every host shares with atomic conditional writes; the store {store} \
+         is on this machine's disk and cannot fence across machines. Remove [fleet] to run one host on it",
         file.display()
     )]
-    FleetNotRunnable { file: std::path::PathBuf },
+    FleetOnLocalStore {
+        file: std::path::PathBuf,
+        store: String,
+    },
+    #[error(
+        "this host is not in a fleet (its config has no [fleet]): there is nothing to hand over"
+    )]
+    NotInFleet,
     #[error(transparent)]
     Backup(#[from] BackupError),
     #[error("policies: {0}")]
@@ -77,6 +87,11 @@ pub struct Supervisor {
     webhook_sender: WebhookSender,
     feed: Arc<EventFeed>,
     started: SystemTime,
+    /// In a fleet: the task that claims and hands over sessions, and its
+    /// stop switch.
+    placer: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    /// In a fleet: forwards its events to the feed and the webhooks.
+    fleet_events: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Supervisor {
@@ -86,13 +101,25 @@ impl Supervisor {
     /// once), the policy watcher and the backup schedule. If the catalog
     /// cannot be read, the `vigil.toml` sessions start alone.
     pub async fn start(config: &Config) -> Result<Self, SupervisorError> {
-        if config.fleet.is_some() {
-            return Err(SupervisorError::FleetNotRunnable {
-                file: config.file.clone(),
-            });
-        }
         let webhooks = Webhooks::start(&config.webhooks, &config.webhook_delivery)?;
         let backups = Arc::new(Backups::open(&config.backup)?);
+        let fleet = match &config.fleet {
+            Some(fleet_config) => {
+                let store = FleetStore::of(&backups);
+                // The config check refuses this already; a store opened
+                // some other way must not slip through.
+                if store.is_local() {
+                    return Err(SupervisorError::FleetOnLocalStore {
+                        file: config.file.clone(),
+                        store: backups.store_url().to_string(),
+                    });
+                }
+                Some(Arc::new(
+                    Fleet::start(fleet_config.clone(), store, Arc::new(fleet::BootClock)).await?,
+                ))
+            }
+            None => None,
+        };
         let policies = Arc::new(
             PolicyRuntime::start(
                 RuntimeOptions::new(PolicySource::Directory(config.policy.dir.clone()))
@@ -118,7 +145,12 @@ impl Supervisor {
             )),
             events: events.clone(),
         };
-        let sessions = Arc::new(SessionSet::new(config, deps, FleetStore::of(&backups)));
+        let sessions = Arc::new(SessionSet::new(
+            config,
+            deps,
+            FleetStore::of(&backups),
+            fleet.clone(),
+        ));
         let notifier = tokio::spawn(notify(
             session_events,
             policy_events,
@@ -148,9 +180,31 @@ impl Supervisor {
                 "no session yet: add one with `vigil session add` or a [[session]] in the config"
             );
         }
-        for spec in &specs {
-            sessions.spawn(spec).await;
-        }
+        let fleet_events = fleet.as_ref().map(|fleet| {
+            tokio::spawn(placing::forward_events(
+                Arc::clone(fleet),
+                Arc::clone(&feed),
+                webhook_sender.clone(),
+            ))
+        });
+        let placer = match &fleet {
+            // In a fleet, sessions start where placement puts them.
+            Some(fleet) => {
+                let (stop, stopped) = watch::channel(false);
+                let task = tokio::spawn(placing::run(
+                    Arc::clone(&sessions),
+                    Arc::clone(fleet),
+                    stopped,
+                ));
+                Some((stop, task))
+            }
+            None => {
+                for spec in &specs {
+                    sessions.spawn(spec).await;
+                }
+                None
+            }
+        };
         let schedule = Schedule::start(
             "backup",
             &config.backup.schedule,
@@ -177,7 +231,14 @@ impl Supervisor {
             webhook_sender,
             feed,
             started: SystemTime::now(),
+            placer,
+            fleet_events,
         })
+    }
+
+    /// This host's membership in the fleet, if it runs one.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.sessions.fleet.as_ref()
     }
 
     pub fn session(&self, id: &SessionId) -> Option<SessionClient> {
@@ -242,6 +303,30 @@ impl Supervisor {
         if let Some(watcher) = self.watcher.take() {
             watcher.stop().await;
         }
+        if let Some((stop, task)) = self.placer.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        if let Some(fleet) = self.sessions.fleet.clone() {
+            // Others take the sessions at once, from the backups taken now,
+            // rather than after a lease.
+            if tokio::time::timeout(bound, self.sessions.drain())
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    bound_s = bound.as_secs(),
+                    "draining did not finish in time; the sessions left move after a lease"
+                );
+            }
+            self.sessions.stop_all(bound).await;
+            fleet.leave().await;
+        }
+        if let Some(task) = self.fleet_events.take() {
+            // Let the last moves go out before the feed closes.
+            tokio::task::yield_now().await;
+            task.abort();
+        }
         self.sessions.stop_all(bound).await;
         // Every session has made its last decision: write the journal out.
         let journal = self.journal.clone();
@@ -272,6 +357,8 @@ impl Supervisor {
 struct Running {
     handle: SessionHandle,
     stop: watch::Sender<bool>,
+    /// In a fleet: the ownership it runs under.
+    tenure: Option<Tenure>,
 }
 
 /// What removing a session did.
@@ -297,10 +384,22 @@ pub struct SessionSet {
     clients: watch::Sender<Arc<BTreeMap<SessionId, SessionClient>>>,
     /// Set once shutdown began: no session starts after that.
     stopping: AtomicBool,
+    /// In a fleet: this host's membership; sessions start only once
+    /// claimed.
+    fleet: Option<Arc<Fleet>>,
+    /// Wakes the placer (a session was added).
+    nudge: tokio::sync::Notify,
+    /// Draining: hands everything over, takes nothing.
+    draining: AtomicBool,
 }
 
 impl SessionSet {
-    fn new(config: &Config, deps: SessionDeps, catalog: FleetStore) -> Self {
+    fn new(
+        config: &Config,
+        deps: SessionDeps,
+        catalog: FleetStore,
+        fleet: Option<Arc<Fleet>>,
+    ) -> Self {
         let host = config
             .fleet
             .as_ref()
@@ -315,7 +414,15 @@ impl SessionSet {
             running: Mutex::new(BTreeMap::new()),
             clients: watch::channel(Arc::new(BTreeMap::new())).0,
             stopping: AtomicBool::new(false),
+            fleet,
+            nudge: tokio::sync::Notify::new(),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// This host's membership, in a fleet.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
     }
 
     /// The running sessions, ordered by id, updated as they come and go.
@@ -323,9 +430,10 @@ impl SessionSet {
         self.clients.subscribe()
     }
 
-    /// Adds `spec` to the catalog and starts it. A duplicate id is
-    /// refused ([`FleetError::DuplicateSession`]).
-    pub async fn add(&self, spec: SessionConfig) -> Result<SessionClient, SupervisorError> {
+    /// Adds `spec` to the catalog and starts it; in a fleet, the host
+    /// placement picks starts it (None here). A duplicate id is refused
+    /// ([`FleetError::DuplicateSession`]).
+    pub async fn add(&self, spec: SessionConfig) -> Result<Option<SessionClient>, SupervisorError> {
         // Under the lock: a removal of the same id waits for the start.
         let mut running = self.running.lock().await;
         if self.stopping.load(Ordering::Relaxed) {
@@ -336,7 +444,11 @@ impl SessionSet {
         }
         fleet::catalog::add(&self.catalog, spec.clone(), &self.host).await?;
         tracing::info!(session = %spec.id, url = %spec.url, "session added");
-        Ok(self.start_locked(&mut running, &spec))
+        if self.fleet.is_some() {
+            self.nudge.notify_one();
+            return Ok(None);
+        }
+        Ok(Some(self.start_locked(&mut running, &spec, None)))
     }
 
     /// Removes session `id` from the catalog and stops it, after a final
@@ -349,26 +461,13 @@ impl SessionSet {
         let mut final_backup = None;
         if let Some(r) = running.remove(id) {
             self.publish(&running);
-            let client = r.handle.client().clone();
-            let connected = matches!(
-                client.state(),
-                SessionState::Connected | SessionState::Degraded
-            );
-            // The session backs up as it stops when the config says so;
-            // otherwise take the final backup here.
-            if connected && !forget && !self.config.backup.on_shutdown {
-                match client.backup_now().await {
-                    Ok(m) => final_backup = Some(m.id.to_string()),
-                    Err(e) => tracing::warn!(session = %id, error = %e, "final backup failed"),
+            let owned = r.tenure.is_some();
+            final_backup = self.stop_backed_up(r, !forget).await;
+            if owned && let Some(fleet) = &self.fleet {
+                let handover = final_backup.as_deref().and_then(|b| b.parse().ok());
+                if let Err(e) = fleet.release(id, handover).await {
+                    tracing::warn!(session = %id, error = %e, "could not release the removed session");
                 }
-            }
-            let last = |c: &SessionClient| c.status().last_backup.map(|b| b.id);
-            let before = last(&client);
-            let _ = r.stop.send(true);
-            r.handle.join().await;
-            let after = last(&client);
-            if final_backup.is_none() && after != before {
-                final_backup = after;
             }
         }
         let forgotten_objects = if forget {
@@ -384,24 +483,61 @@ impl SessionSet {
         })
     }
 
+    /// Stops a session gracefully, after a final backup when it is
+    /// connected and `backup` says so (or the one it takes as it stops,
+    /// when the config asks for shutdown backups). Returns the id of that
+    /// final backup.
+    async fn stop_backed_up(&self, r: Running, backup: bool) -> Option<String> {
+        let client = r.handle.client().clone();
+        let id = client.id().clone();
+        let connected = matches!(
+            client.state(),
+            SessionState::Connected | SessionState::Degraded
+        );
+        let mut final_backup = None;
+        // The session backs up as it stops when the config says so;
+        // otherwise take the final backup here.
+        if connected && backup && !self.config.backup.on_shutdown {
+            match client.backup_now().await {
+                Ok(m) => final_backup = Some(m.id.to_string()),
+                Err(e) => tracing::warn!(session = %id, error = %e, "final backup failed"),
+            }
+        }
+        let last = |c: &SessionClient| c.status().last_backup.map(|b| b.id);
+        let before = last(&client);
+        let _ = r.stop.send(true);
+        r.handle.join().await;
+        let after = last(&client);
+        if final_backup.is_none() && after != before {
+            final_backup = after;
+        }
+        final_backup
+    }
+
     async fn spawn(&self, spec: &SessionConfig) {
         let mut running = self.running.lock().await;
-        self.start_locked(&mut running, spec);
+        self.start_locked(&mut running, spec, None);
     }
 
     fn start_locked(
         &self,
         running: &mut BTreeMap<SessionId, Running>,
         spec: &SessionConfig,
+        tenure: Option<Tenure>,
     ) -> SessionClient {
         let (stop, stop_rx) = watch::channel(false);
-        let handle = SessionHandle::spawn(
-            SessionSpec::from_config(&self.config, spec),
-            self.deps.clone(),
-            stop_rx,
-        );
+        let mut session_spec = SessionSpec::from_config(&self.config, spec);
+        session_spec.tenure = tenure.clone();
+        let handle = SessionHandle::spawn(session_spec, self.deps.clone(), stop_rx);
         let client = handle.client().clone();
-        running.insert(spec.id.clone(), Running { handle, stop });
+        running.insert(
+            spec.id.clone(),
+            Running {
+                handle,
+                stop,
+                tenure,
+            },
+        );
         self.publish(running);
         client
     }

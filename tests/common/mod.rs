@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod chaos;
 pub mod chromium;
 pub mod fixture;
+pub mod fleet;
 pub mod host;
 pub mod journal;
 pub mod languages;

@@ -179,6 +179,15 @@ impl ApiClient {
             .await
     }
 
+    /// Hands every session of the host over to the fleet (`POST
+    /// /v1/host/drain`); what was handed over.
+    pub async fn drain(&self) -> Result<Value, ClientError> {
+        self.send(reqwest::Method::POST, "/v1/host/drain", None)
+            .await?
+            .json()
+            .await
+    }
+
     /// Removes a session (and its backups with `forget`).
     pub async fn remove_session(&self, id: &SessionId, forget: bool) -> Result<Value, ClientError> {
         let path = format!("/v1/sessions/{id}?forget={forget}");

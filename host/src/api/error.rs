@@ -174,6 +174,9 @@ impl From<SupervisorError> for ApiError {
                 ErrorCode::ShuttingDown,
                 message,
             ),
+            SupervisorError::NotInFleet => {
+                Self::new(StatusCode::CONFLICT, ErrorCode::StateConflict, message)
+            }
             _ => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::Internal,

@@ -245,6 +245,80 @@ impl Collector for HostMetrics {
         policy_metrics(self.host.policies(), &self.reloads, out);
         journal_metrics(self.host.journal().stats(), out);
         webhook_metrics(&self.host.webhook_stats(), out);
+        if let Some(fleet) = self.host.control().fleet() {
+            fleet_metrics(fleet, out);
+        }
+    }
+}
+
+/// In a fleet: the hosts this host sees, what it owns, and its counters.
+fn fleet_metrics(fleet: &crate::fleet::Fleet, out: &mut Exposition) {
+    let view = fleet.view().borrow().clone();
+    let mut hosts = out.family(
+        "vigil_fleet_hosts",
+        MetricKind::Gauge,
+        "Runs of hosts in the fleet at this host's latest listing, by health.",
+    );
+    for health in ["alive", "silent", "dead"] {
+        let n = view
+            .hosts
+            .iter()
+            .filter(|h| {
+                serde_json::to_value(h.health)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    == Some(health.to_string())
+            })
+            .count();
+        hosts.sample(&[("health", health)], n as f64);
+    }
+    out.family(
+        "vigil_fleet_owned_sessions",
+        MetricKind::Gauge,
+        "Sessions this host owns.",
+    )
+    .sample(&[], fleet.owned().len() as f64);
+    out.family(
+        "vigil_fleet_fenced",
+        MetricKind::Gauge,
+        "1 while this host is fenced (it must not run any browser).",
+    )
+    .sample(&[], if fleet.is_fenced() { 1.0 } else { 0.0 });
+    let stats = fleet.stats();
+    for (name, help, n) in [
+        (
+            "vigil_fleet_takeovers_total",
+            "Sessions this host took over from a dead host.",
+            stats.takeovers,
+        ),
+        (
+            "vigil_fleet_claims_total",
+            "Sessions this host claimed (first owner, handover or takeover).",
+            stats.claims,
+        ),
+        (
+            "vigil_fleet_releases_total",
+            "Sessions this host released (handover, drain, removal).",
+            stats.releases,
+        ),
+        (
+            "vigil_fleet_renew_failures_total",
+            "Membership renewals that failed and were retried.",
+            stats.renew_failures,
+        ),
+        (
+            "vigil_fleet_fences_total",
+            "Times this host fenced itself.",
+            stats.fenced,
+        ),
+        (
+            "vigil_fleet_hosts_declared_dead_total",
+            "Hosts this host declared dead.",
+            stats.hosts_declared_dead,
+        ),
+    ] {
+        out.family(name, MetricKind::Counter, help)
+            .sample(&[], n as f64);
     }
 }
 

@@ -124,6 +124,8 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(Method::GET, "/v1/policies", TOKEN, policies),
         endpoint(Method::GET, "/v1/events", TOKEN, events),
         endpoint(Method::GET, "/v1/events/recent", TOKEN, recent_events),
+        endpoint(Method::GET, "/v1/hosts", TOKEN, hosts),
+        endpoint(Method::POST, "/v1/host/drain", TOKEN, drain),
     ]
 }
 
@@ -252,14 +254,26 @@ async fn add_session(State(state): State<Shared>, body: Bytes) -> Result<Respons
         ))
     })?;
     spec.check().map_err(ApiError::bad_request)?;
-    let client = state.host.control().add(spec).await?;
-    let location = format!("/v1/sessions/{}", client.id());
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        axum::Json(views::SessionDetail::from(client.status())),
-    )
-        .into_response())
+    let id = spec.id.clone();
+    let location = format!("/v1/sessions/{id}");
+    match state.host.control().add(spec).await? {
+        Some(client) => Ok((
+            StatusCode::CREATED,
+            [(header::LOCATION, location)],
+            axum::Json(views::SessionDetail::from(client.status())),
+        )
+            .into_response()),
+        // In a fleet: in the catalog now; the host placement picks starts it.
+        None => Ok((
+            StatusCode::CREATED,
+            [(header::LOCATION, location)],
+            axum::Json(serde_json::json!({
+                "id": id,
+                "state": "placing: the fleet starts it on a host within a renewal period",
+            })),
+        )
+            .into_response()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -285,6 +299,36 @@ async fn remove_session(
     .await
     .map_err(|_| ApiError::timeout("the removal", &id, LONG_OPERATION))??;
     Ok(axum::Json(removed))
+}
+
+// ----------------------------------------------------------------- fleet
+
+/// The fleet's hosts as this host sees them (its latest listing).
+async fn hosts(State(state): State<Shared>) -> axum::Json<views::HostList> {
+    axum::Json(match state.host.control().fleet() {
+        Some(fleet) => views::HostList::from_view(&fleet.view().borrow()),
+        None => views::HostList::alone(),
+    })
+}
+
+/// Hands every session of this host over to the others and takes no
+/// more; the host keeps running until it is stopped.
+async fn drain(
+    State(state): State<Shared>,
+) -> Result<axum::Json<crate::supervisor::Drained>, ApiError> {
+    let drained = tokio::time::timeout(LONG_OPERATION, state.host.control().drain())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorCode::Timeout,
+                format!(
+                    "the drain did not finish within {} s; it goes on",
+                    LONG_OPERATION.as_secs()
+                ),
+            )
+        })??;
+    Ok(axum::Json(drained))
 }
 
 async fn get_session(

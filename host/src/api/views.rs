@@ -14,8 +14,8 @@ use crate::backup::{BackupEntry, BackupId, FailureMark, Manifest, RestoreReport}
 use crate::id::SessionId;
 use crate::session::state::rfc3339;
 use crate::session::{
-    BackupSummary, DecisionSummary, ProbeSummary, RestoreSummary, SessionCounters, SessionState,
-    SessionStatus, Transition,
+    BackupSummary, DecisionSummary, OwnerSummary, ProbeSummary, RestoreSummary, SessionCounters,
+    SessionState, SessionStatus, Transition,
 };
 use crate::volume::ProfilePath;
 
@@ -39,6 +39,9 @@ pub struct SessionSummary {
     pub last_backup: Option<BackupSummary>,
     pub last_backup_error: Option<String>,
     pub last_decision: Option<DecisionSummary>,
+    /// In a fleet: the host (and its run) that owns it, and the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerSummary>,
 }
 
 impl From<SessionStatus> for SessionSummary {
@@ -53,6 +56,7 @@ impl From<SessionStatus> for SessionSummary {
             last_backup: s.last_backup,
             last_backup_error: s.last_backup_error,
             last_decision: s.last_decision,
+            owner: s.owner,
         }
     }
 }
@@ -77,6 +81,9 @@ pub struct SessionDetail {
     /// Oldest first.
     pub history: Vec<Transition>,
     pub counters: Counters,
+    /// In a fleet: the host (and its run) that owns it, and the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerSummary>,
 }
 
 /// Counts since the host started.
@@ -132,6 +139,7 @@ impl From<SessionStatus> for SessionDetail {
             last_restore: s.last_restore,
             last_decision: s.last_decision,
             history: s.history,
+            owner: s.owner,
         }
     }
 }
@@ -159,6 +167,10 @@ pub struct BackupView {
     pub verified: bool,
     /// Set when a restore or verify found it damaged.
     pub damaged: Option<FailureMark>,
+    /// In a fleet: the owner epoch of the host that made it (backups rank
+    /// by epoch, then time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl BackupView {
@@ -177,6 +189,7 @@ impl BackupView {
             critical: m.critical,
             verified: damaged.is_none(),
             damaged,
+            epoch: m.epoch,
         }
     }
 }
@@ -276,4 +289,75 @@ pub struct Readiness {
     pub ready: bool,
     /// Sessions still starting, restoring or launching.
     pub waiting: Vec<SessionId>,
+}
+
+/// `GET /v1/hosts`: the fleet as this host saw it at its latest listing.
+#[derive(Serialize)]
+pub struct HostList {
+    /// Whether this host is in a fleet (false: no `[fleet]`, no hosts).
+    pub fleet: bool,
+    /// This host's current run.
+    pub me: Option<String>,
+    pub hosts: Vec<HostEntry>,
+}
+
+#[derive(Serialize)]
+pub struct HostEntry {
+    pub host: String,
+    pub incarnation: String,
+    /// `alive`, `silent` (unchanged for a lease, about to be declared
+    /// dead) or `dead`.
+    pub health: crate::fleet::Health,
+    /// `active`, `draining` or `dead` as its record says; none when the
+    /// record could not be read.
+    pub state: Option<&'static str>,
+    /// Sessions its record says it owns, with their epochs.
+    pub sessions: std::collections::BTreeMap<SessionId, u64>,
+    /// When it last renewed, by its own clock (shown, never compared).
+    pub last_renew: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long its record had stayed unchanged at the latest listing, on
+    /// this host's clock.
+    pub unchanged_for_secs: Option<f64>,
+    pub max_sessions: Option<usize>,
+}
+
+impl HostList {
+    /// A host alone (no `[fleet]`).
+    pub fn alone() -> Self {
+        Self {
+            fleet: false,
+            me: None,
+            hosts: Vec::new(),
+        }
+    }
+
+    pub fn from_view(view: &crate::fleet::FleetView) -> Self {
+        use crate::fleet::HostState;
+        Self {
+            fleet: true,
+            me: Some(view.me.to_string()),
+            hosts: view
+                .hosts
+                .iter()
+                .map(|h| HostEntry {
+                    host: h.member.host.to_string(),
+                    incarnation: h.member.incarnation.as_str().to_string(),
+                    health: h.health,
+                    state: h.record.as_ref().map(|r| match r.state {
+                        HostState::Active => "active",
+                        HostState::Draining => "draining",
+                        HostState::Dead { .. } => "dead",
+                    }),
+                    sessions: h
+                        .record
+                        .as_ref()
+                        .map(|r| r.owned.clone())
+                        .unwrap_or_default(),
+                    last_renew: h.record.as_ref().map(|r| r.renewed),
+                    unchanged_for_secs: h.unchanged_for.map(|d| d.as_secs_f64()),
+                    max_sessions: h.record.as_ref().and_then(|r| r.max_sessions),
+                })
+                .collect(),
+        }
+    }
 }

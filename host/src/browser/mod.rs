@@ -43,6 +43,7 @@ mod process;
 mod screencast;
 mod settings;
 mod user_agent;
+pub mod watchdog;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

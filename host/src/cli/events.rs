@@ -156,6 +156,20 @@ fn summary(event: &str, data: &Value) -> String {
             s("still_serving")
         ),
         "policy.removed" => s("file"),
+        "session.moved" => format!(
+            "{}: from {} to {} (epoch {})",
+            s("session"),
+            s("from"),
+            s("to"),
+            data["epoch"]
+        ),
+        "host.joined" => format!("{} joined as run {}", s("host"), s("incarnation")),
+        "host.lost" => format!(
+            "{} (run {}) declared dead by {}",
+            s("host"),
+            s("incarnation"),
+            s("by")
+        ),
         _ => printable(&data.to_string()).into_owned(),
     }
 }

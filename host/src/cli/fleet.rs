@@ -77,3 +77,33 @@ pub async fn hosts(config_path: &Path, as_json: bool) -> anyhow::Result<ExitCode
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `vigil drain`: asks the running host to hand every session over.
+pub async fn drain(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let client = vigil::api::client::ApiClient::for_config(&config)?;
+    match client.drain().await {
+        Ok(answer) => {
+            let sessions = answer["sessions"].as_array().cloned().unwrap_or_default();
+            if sessions.is_empty() {
+                eprintln!("drained: this host ran no session");
+            }
+            for s in &sessions {
+                let id = s["session"].as_str().unwrap_or("?");
+                let backup = s["backup"]
+                    .as_str()
+                    .map_or("no backup (not connected)".to_string(), |b| {
+                        format!("backup {b}")
+                    });
+                let released = if s["released"].as_bool() == Some(true) {
+                    "released"
+                } else {
+                    "NOT released (the store did not answer; it moves after a lease)"
+                };
+                eprintln!("{id}: handed over with {backup}; {released}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(super::status::report(&e)),
+    }
+}

@@ -41,6 +41,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let supervisor = Supervisor::start(&config).await?;
+    let watchdog = match supervisor.fleet() {
+        Some(fleet) => Some(start_watchdog(std::sync::Arc::clone(fleet))?),
+        None => None,
+    };
     let host = api::Host::of(&supervisor);
     let api = listener.serve(host.clone(), Vec::new());
     let heartbeat = notifier.map(|n| {
@@ -63,5 +67,44 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     if let Some(fixture) = fixture {
         fixture.shutdown().await;
     }
+    if let Some(beats) = watchdog {
+        // Closing its stdin ends the watchdog (no browser is left to kill).
+        beats.abort();
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often Vigil tells the browser watchdog how long its browsers may
+/// still run.
+const WATCHDOG_BEAT: Duration = Duration::from_millis(250);
+
+/// Starts the browser watchdog (`vigil browser-watchdog`, in a process
+/// group of its own so that a pause of Vigil's group does not pause it)
+/// and the task that feeds it the fleet's run budget.
+fn start_watchdog(
+    fleet: std::sync::Arc<vigil::fleet::Fleet>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::io::AsyncWriteExt;
+    let exe = std::env::current_exe().context("cannot find the vigil executable")?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("browser-watchdog")
+        .stdin(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .context("cannot start the browser watchdog")?;
+    let mut stdin = child.stdin.take().context("the watchdog's stdin")?;
+    tracing::info!(pid = child.id(), "browser watchdog started");
+    Ok(tokio::spawn(async move {
+        loop {
+            let budget = fleet
+                .run_budget()
+                .map_or(0, |b| u64::try_from(b.as_millis()).unwrap_or(u64::MAX));
+            if let Err(e) = stdin.write_all(format!("{budget}\n").as_bytes()).await {
+                tracing::error!(error = %e, "the browser watchdog is gone");
+                return;
+            }
+            tokio::time::sleep(WATCHDOG_BEAT).await;
+        }
+        // The child is reaped by tokio when it ends.
+    }))
 }

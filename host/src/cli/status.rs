@@ -108,9 +108,18 @@ fn row(s: &Value, now: SystemTime) -> [String; 5] {
             printable(&shorten(d["decision"].as_str().unwrap_or("?"), 60))
         ),
     };
+    let state = match &s["owner"] {
+        Value::Null => text(&s["state"]),
+        o => format!(
+            "{} (on {}, epoch {})",
+            text(&s["state"]),
+            o["host"].as_str().unwrap_or("?"),
+            o["epoch"]
+        ),
+    };
     [
         text(&s["id"]),
-        text(&s["state"]),
+        state,
         format!("{} ago", ago(&s["since"], now)),
         backup,
         decision,

@@ -200,7 +200,7 @@ pub(super) struct Inner {
 /// [`Fleet::leave`].
 pub struct Fleet {
     pub(super) inner: Arc<Inner>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Records unchanged as dead for this many leases are deleted.
@@ -259,7 +259,10 @@ impl Fleet {
             tokio::spawn(Arc::clone(&inner).renewer()),
             tokio::spawn(Arc::clone(&inner).fence_watch()),
         ];
-        Ok(Self { inner, tasks })
+        Ok(Self {
+            inner,
+            tasks: Mutex::new(tasks),
+        })
     }
 
     pub fn config(&self) -> &FleetConfig {
@@ -308,6 +311,22 @@ impl Fleet {
         self.inner.fenced_now()
     }
 
+    /// How much longer this host's browsers may run if no renewal is
+    /// confirmed from now on: none once fenced (or rejoining). A browser
+    /// watchdog outside this process kills the browsers when this budget,
+    /// counted from when it was told, runs out: even while Vigil itself is
+    /// paused, they stop before anyone may take their sessions.
+    pub fn run_budget(&self) -> Option<Duration> {
+        if self.inner.fenced_now() {
+            return None;
+        }
+        let run = self.inner.run.lock().expect("run lock");
+        // Rejoining: nothing may run until the new run has joined.
+        run.version.as_ref()?;
+        let since = self.inner.clock.now().saturating_sub(run.confirmed);
+        self.inner.config.fence_after().checked_sub(since)
+    }
+
     /// Stops taking sessions and tells the others (draining): the caller
     /// then backs up and releases each session it owns.
     pub fn drain(&self) {
@@ -328,9 +347,10 @@ impl Fleet {
     /// Leaves the fleet: stops renewing and deletes this run's record, so
     /// that sessions it still names in owner records may be claimed at
     /// once. Call after every session was stopped (and released).
-    pub async fn leave(mut self) {
+    pub async fn leave(&self) {
         let _ = self.inner.stop.send(true);
-        for task in self.tasks.drain(..) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for task in tasks {
             let _ = task.await;
         }
         let (me, fenced) = {
@@ -350,7 +370,7 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.lock().expect("tasks lock").iter() {
             task.abort();
         }
     }

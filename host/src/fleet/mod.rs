@@ -117,7 +117,7 @@ use std::path::PathBuf;
 pub use catalog::{Catalog, CatalogEntry, Origin, SeedReport};
 pub use clock::{BootClock, Clock, ManualClock};
 pub use membership::{FenceReason, Fleet, FleetStats, FleetView, Health, HostView, Standing};
-pub use ownership::{Owned, OwnerFence};
+pub use ownership::{Owned, OwnerFence, Tenure};
 pub use placement::{Pace, Plan};
 pub use record::{HostRecord, HostState, Incarnation, Member, OwnerRecord, OwnerState};
 pub use settings::{FleetConfig, HostId, HostPattern, allowed_on};

@@ -365,3 +365,72 @@ impl backup::Fence for OwnerFence {
         })
     }
 }
+
+/// What a session's runner holds while this run owns the session: it asks
+/// [`Tenure::may_run`] before it drives the browser, restores from the
+/// ownership's lineage (or exactly the handover backup), and publishes
+/// backups only through [`Tenure::fence`].
+#[derive(Clone)]
+pub struct Tenure {
+    inner: Arc<Inner>,
+    me: Member,
+    owned: Owned,
+}
+
+impl std::fmt::Debug for Tenure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenure")
+            .field("me", &self.me)
+            .field("session", &self.owned.session)
+            .field("epoch", &self.owned.epoch)
+            .finish()
+    }
+}
+
+impl Tenure {
+    /// The ownership this tenure stands for.
+    pub fn owned(&self) -> &Owned {
+        &self.owned
+    }
+
+    /// The run that owns the session.
+    pub fn member(&self) -> &Member {
+        &self.me
+    }
+
+    /// Whether this run still owns the session at this epoch and is not
+    /// fenced (latching the fence if its time has passed).
+    pub fn may_run(&self) -> bool {
+        if self.inner.fenced_now() {
+            return false;
+        }
+        let run = self.inner.run.lock().expect("run lock");
+        run.me == self.me
+            && run
+                .owned
+                .get(&self.owned.session)
+                .is_some_and(|o| o.epoch == self.owned.epoch)
+    }
+
+    /// The fence a backup of this session passes before it publishes.
+    pub fn fence(&self) -> OwnerFence {
+        OwnerFence {
+            inner: Arc::clone(&self.inner),
+            me: self.me.clone(),
+            epoch: self.owned.epoch,
+        }
+    }
+}
+
+impl Fleet {
+    /// The tenure of `session` for its runner, if this run owns it.
+    pub fn tenure(&self, session: &SessionId) -> Option<Tenure> {
+        let run = self.inner.run.lock().expect("run lock");
+        let owned = run.owned.get(session)?.clone();
+        Some(Tenure {
+            inner: Arc::clone(&self.inner),
+            me: run.me.clone(),
+            owned,
+        })
+    }
+}

@@ -37,8 +37,8 @@ use crate::volume::VolumeError;
 pub use spec::{DEFAULT_PROBE, SessionSpec};
 pub use state::{Lifeline, SessionState, Transition};
 pub use status::{
-    BackupSummary, DecisionSummary, ProbeSummary, RestoreSource, RestoreSummary, SessionCounters,
-    SessionStatus,
+    BackupSummary, DecisionSummary, OwnerSummary, ProbeSummary, RestoreSource, RestoreSummary,
+    SessionCounters, SessionStatus,
 };
 
 /// What sessions share: the policy runtime and the journal of its
@@ -289,6 +289,12 @@ impl SessionHandle {
         {
             tracing::error!(session = %self.client.id, "session task panicked: {e}");
         }
+    }
+
+    /// Whether the task has ended (it ends by itself only when this host
+    /// lost the session's ownership).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Ends the task at once, without a graceful close (after a shutdown

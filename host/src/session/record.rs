@@ -398,6 +398,14 @@ impl Record {
             last_decision: self.last_decision.clone(),
             history: self.lifeline.history().cloned().collect(),
             counters: self.counters.clone(),
+            owner: spec
+                .tenure
+                .as_ref()
+                .map(|t| crate::session::status::OwnerSummary {
+                    host: t.member().host.to_string(),
+                    incarnation: t.member().incarnation.as_str().to_string(),
+                    epoch: t.owned().epoch,
+                }),
         }
     }
 }

@@ -32,6 +32,10 @@ pub struct SessionSpec {
     pub backup_mode: BackupMode,
     pub backup_after_login: bool,
     pub backup_on_shutdown: bool,
+    /// In a fleet: this host's ownership of the session. The runner drives
+    /// the browser only while it holds, restores from its lineage, and
+    /// publishes backups through its fence. None on a single host.
+    pub tenure: Option<crate::fleet::Tenure>,
 }
 
 impl SessionSpec {
@@ -61,6 +65,7 @@ impl SessionSpec {
             backup_mode: config.backup.mode,
             backup_after_login: config.backup.after_login,
             backup_on_shutdown: config.backup.on_shutdown,
+            tenure: None,
         }
     }
 

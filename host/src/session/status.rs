@@ -32,6 +32,16 @@ pub struct SessionStatus {
     /// The last transitions, oldest first (at most 100).
     pub history: Vec<Transition>,
     pub counters: SessionCounters,
+    /// In a fleet: the run of this host that owns the session, and the
+    /// owner epoch its backups carry.
+    pub owner: Option<OwnerSummary>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OwnerSummary {
+    pub host: String,
+    pub incarnation: String,
+    pub epoch: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -75,6 +75,27 @@ pub enum Event {
     PolicyRemoved {
         file: PathBuf,
     },
+    /// In a fleet: a session changed owner (raised by the host whose claim
+    /// won).
+    SessionMoved {
+        session: SessionId,
+        /// The previous owner's run (`host/run`), none for a first owner.
+        from: Option<String>,
+        to: String,
+        epoch: u64,
+    },
+    /// In a fleet: a host joined as a new run (raised by that host).
+    HostJoined {
+        host: String,
+        incarnation: String,
+    },
+    /// In a fleet: a host was declared dead (raised by the host that
+    /// declared it).
+    HostLost {
+        host: String,
+        incarnation: String,
+        by: String,
+    },
 }
 
 /// Where a restored profile came from.
@@ -97,10 +118,13 @@ pub enum EventKind {
     PolicyReloaded,
     PolicyRejected,
     PolicyRemoved,
+    SessionMoved,
+    HostJoined,
+    HostLost,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 12] = [
         Self::SessionStateChanged,
         Self::SessionNeedsLogin,
         Self::BackupSaved,
@@ -110,6 +134,9 @@ impl EventKind {
         Self::PolicyReloaded,
         Self::PolicyRejected,
         Self::PolicyRemoved,
+        Self::SessionMoved,
+        Self::HostJoined,
+        Self::HostLost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -123,6 +150,9 @@ impl EventKind {
             Self::PolicyReloaded => "policy.reloaded",
             Self::PolicyRejected => "policy.rejected",
             Self::PolicyRemoved => "policy.removed",
+            Self::SessionMoved => "session.moved",
+            Self::HostJoined => "host.joined",
+            Self::HostLost => "host.lost",
         }
     }
 
@@ -152,6 +182,9 @@ impl Event {
             Event::PolicyReloaded { .. } => EventKind::PolicyReloaded,
             Event::PolicyRejected { .. } => EventKind::PolicyRejected,
             Event::PolicyRemoved { .. } => EventKind::PolicyRemoved,
+            Event::SessionMoved { .. } => EventKind::SessionMoved,
+            Event::HostJoined { .. } => EventKind::HostJoined,
+            Event::HostLost { .. } => EventKind::HostLost,
         }
     }
 
@@ -221,7 +254,52 @@ impl Event {
                 "still_serving": still_serving,
             }),
             Event::PolicyRemoved { file } => json!({ "file": file.display().to_string() }),
+            Event::SessionMoved {
+                session,
+                from,
+                to,
+                epoch,
+            } => json!({ "session": session, "from": from, "to": to, "epoch": epoch }),
+            Event::HostJoined { host, incarnation } => {
+                json!({ "host": host, "incarnation": incarnation })
+            }
+            Event::HostLost {
+                host,
+                incarnation,
+                by,
+            } => json!({ "host": host, "incarnation": incarnation, "by": by }),
         }
+    }
+}
+
+/// The fleet's events operators hear of; a fence is told by the logs and
+/// the metrics (the fenced host cannot be sure its webhooks go out).
+impl Event {
+    pub fn from_fleet(e: &crate::fleet::FleetEvent) -> Option<Self> {
+        use crate::fleet::FleetEvent;
+        Some(match e {
+            FleetEvent::HostJoined { member } => Event::HostJoined {
+                host: member.host.to_string(),
+                incarnation: member.incarnation.as_str().to_string(),
+            },
+            FleetEvent::HostLost { member, by } => Event::HostLost {
+                host: member.host.to_string(),
+                incarnation: member.incarnation.as_str().to_string(),
+                by: by.to_string(),
+            },
+            FleetEvent::SessionMoved {
+                session,
+                from,
+                to,
+                epoch,
+            } => Event::SessionMoved {
+                session: session.clone(),
+                from: from.as_ref().map(ToString::to_string),
+                to: to.to_string(),
+                epoch: *epoch,
+            },
+            FleetEvent::Fenced { .. } => return None,
+        })
     }
 }
 

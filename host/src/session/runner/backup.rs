@@ -32,6 +32,12 @@ impl Runner {
                 )),
             );
         }
+        if !self.may_run() {
+            return (
+                None,
+                Err(self.not_now("back up", "this host no longer owns the session")),
+            );
+        }
         let Some(claim) = self.claim.clone() else {
             return (
                 None,
@@ -48,9 +54,13 @@ impl Runner {
         let hook: Arc<dyn Quiesce> = Arc::new(AlreadyQuiet(Mutex::new(Some(profile_read))));
         let backups = Arc::clone(&self.deps.backups);
         let session = self.spec.id.clone();
+        // In a fleet the manifest carries the owner epoch and is written
+        // only while this host still owns the session.
+        let fence = self.spec.tenure.as_ref().map(crate::fleet::Tenure::fence);
         let upload = async move {
+            let fence = fence.as_ref().map(|f| f as &dyn crate::backup::Fence);
             backups
-                .backup(&session, &claim, hook, &Progress::default())
+                .backup_fenced(&session, &claim, hook, &Progress::default(), fence)
                 .await
         };
         tokio::pin!(upload);

@@ -114,6 +114,9 @@ impl Runner {
     // ------------------------------------------------------------- launch
 
     async fn launch(&mut self, reason: String) -> Phase {
+        if !self.may_run() {
+            return self.lost_ownership();
+        }
         self.set_state(SessionState::Launching, reason);
         let permit = tokio::select! {
             permit = std::sync::Arc::clone(&self.deps.launches).acquire_owned() => permit.ok(),
@@ -160,6 +163,35 @@ impl Runner {
             }
             None => Phase::Stop,
         }
+    }
+
+    /// Whether this host may drive the session's browser: always on a
+    /// single host; in a fleet, while it owns the session and is not
+    /// fenced.
+    fn may_run(&self) -> bool {
+        self.spec
+            .tenure
+            .as_ref()
+            .is_none_or(crate::fleet::Tenure::may_run)
+    }
+
+    /// This host no longer owns the session (fenced, or another host took
+    /// it): the browser is killed at once, without a graceful close (that
+    /// would still drive it), and the session ends here.
+    fn lost_ownership(&mut self) -> Phase {
+        self.exit = None;
+        let had_browser = self.browser.take().is_some();
+        tracing::warn!(
+            session = %self.spec.id,
+            killed_browser = had_browser,
+            "this host no longer owns the session (fenced, or taken over): its browser is stopped at once and never driven again here"
+        );
+        self.set_state(
+            SessionState::Stopped,
+            "this host no longer owns the session",
+        );
+        self.publish();
+        Phase::Stop
     }
 
     async fn close_browser(&mut self) {
@@ -250,8 +282,14 @@ impl Runner {
 
     async fn stop(&mut self) {
         let was_connected = self.record.state() == SessionState::Connected;
+        let owns = self.may_run();
+        if !owns {
+            // Killed, not closed: closing still drives the browser.
+            self.exit = None;
+            self.browser = None;
+        }
         self.close_browser().await;
-        if was_connected && self.spec.backup_on_shutdown && self.claim.is_some() {
+        if was_connected && owns && self.spec.backup_on_shutdown && self.claim.is_some() {
             let _ = self.backup("the host is shutting down").await;
         }
         self.set_state(SessionState::Stopped, "the host is shutting down");

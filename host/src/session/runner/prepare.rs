@@ -34,7 +34,13 @@ impl Runner {
         if let Err(reason) = self.stop_orphan_browser().await {
             return self.blocked(reason);
         }
+        if !self.may_run() {
+            return self.lost_ownership();
+        }
         let started = Instant::now();
+        if let Some(phase) = self.restore_moved().await {
+            return phase;
+        }
         for _ in 0..MAX_RESTORE_DECISIONS {
             let inventory = match self.inventory().await {
                 Ok(i) => i,
@@ -98,6 +104,39 @@ impl Runner {
         .await
     }
 
+    /// A session that comes from another host (handed over, or taken
+    /// over from a lost one): its backups are newer than anything this
+    /// disk may hold from an earlier stay, so it is restored without asking
+    /// the restore policy: exactly the backup the previous owner handed
+    /// over, else the newest its lineage admits. None: the policy decides
+    /// (a first owner, an earlier run of this host, or no usable backup).
+    async fn restore_moved(&mut self) -> Option<Phase> {
+        let tenure = self.spec.tenure.clone()?;
+        let owned = tenure.owned();
+        let previous = owned.previous.as_ref()?;
+        if owned.previously_here(&tenure.member().host) {
+            return None;
+        }
+        if let Some(id) = owned.handover.clone() {
+            self.set_state(
+                SessionState::Restoring,
+                format!("restoring backup {id}, handed over by the previous owner"),
+            );
+            if self.restore_backup(Some(id.clone())).await.is_ok() {
+                return Some(Phase::Launch(format!("restored handover backup {id}")));
+            }
+        }
+        self.set_state(
+            SessionState::Restoring,
+            "restoring the newest backup of its lineage: the session comes from another host",
+        );
+        tracing::info!(session = %self.spec.id, previous = %previous, epoch = owned.epoch, "restoring a session that moved here");
+        match self.restore_backup(None).await {
+            Ok(report) => Some(Phase::Launch(format!("restored backup {}", report.id))),
+            Err(_) => None,
+        }
+    }
+
     /// Claims the profile for this host, once. The error keeps its cause:
     /// another Vigil process at work on it, or an I/O failure.
     pub(super) async fn ensure_claim(&mut self) -> Result<(), VolumeError> {
@@ -143,7 +182,16 @@ impl Runner {
     /// and counts as no backups (the restore policy then decides on the
     /// disk alone, and nothing is overwritten).
     async fn list_backups(&mut self) -> Vec<BackupEntry> {
-        match self.deps.backups.list(&self.spec.id).await {
+        let listed = match &self.spec.tenure {
+            Some(t) => {
+                self.deps
+                    .backups
+                    .list_admitted(&self.spec.id, &t.owned().lineage)
+                    .await
+            }
+            None => self.deps.backups.list(&self.spec.id).await,
+        };
+        match listed {
             Ok(entries) => {
                 if let Some(newest) = translate::newest_backup(&entries) {
                     self.record.found_backup(newest);
@@ -212,12 +260,26 @@ impl Runner {
                     .restore(&self.spec.id, id, &claim, true, &progress)
                     .await
             }
-            None => {
-                self.deps
-                    .backups
-                    .restore_newest(&self.spec.id, &claim, true, &progress)
-                    .await
-            }
+            None => match &self.spec.tenure {
+                Some(t) => {
+                    self.deps
+                        .backups
+                        .restore_newest_admitted(
+                            &self.spec.id,
+                            &claim,
+                            true,
+                            &progress,
+                            &t.owned().lineage,
+                        )
+                        .await
+                }
+                None => {
+                    self.deps
+                        .backups
+                        .restore_newest(&self.spec.id, &claim, true, &progress)
+                        .await
+                }
+            },
         };
         match result {
             Ok(report) => {

@@ -31,6 +31,9 @@ impl Runner {
         let mut reloads_open = true;
         let mut seen = self.record.state();
         loop {
+            if !self.may_run() {
+                return self.lost_ownership();
+            }
             let now = self.record.state();
             if now != seen && (seen == SessionState::Connected || now == SessionState::Connected) {
                 // A drop is judged now, not at the watchdog's next interval
