@@ -290,7 +290,7 @@ function sessionRow(s) {
   if (s.id === selected) row.classList.add("selected");
   const state = el("span", { text: s.state, cls: `state state-${s.state}`, attrs: { title: s.reason || "" } });
   // A fleet names the host (and epoch) a session runs on; a single host does not.
-  const host = [s.host, s.epoch !== undefined && s.epoch !== null ? `epoch ${s.epoch}` : null].filter(Boolean).join(", ");
+  const host = s.owner ? `${s.owner.host}, epoch ${s.owner.epoch}` : "";
   const backup = s.last_backup ? `${ago(s.last_backup.at)} (${size(s.last_backup.size_bytes)})` : "never";
   const decision = s.last_decision ? `${s.last_decision.role}: ${s.last_decision.decision}` : "";
   const buttons = el("td", { cls: "actions" },
