@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::procfs;
+
 /// Memory of one process tree, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MemoryUsage {
@@ -83,29 +85,15 @@ fn role_from_cmdline(cmdline: &[u8]) -> String {
 /// pid -> parent pid for every process in `/proc`.
 fn parents(proc_dir: &Path) -> std::io::Result<HashMap<u32, u32>> {
     let mut map = HashMap::new();
-    for entry in std::fs::read_dir(proc_dir)? {
-        let entry = entry?;
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
-            && let Some(ppid) = parent_from_stat(&stat)
+    for process in procfs::processes(proc_dir)? {
+        let (pid, dir) = process?;
+        if let Ok(stat) = std::fs::read_to_string(dir.join("stat"))
+            && let Some((ppid, _)) = procfs::parent_and_group(&stat)
         {
             map.insert(pid, ppid);
         }
     }
     Ok(map)
-}
-
-/// The parent pid from `/proc/<pid>/stat`. The command name (field 2) may
-/// hold spaces and parentheses, so fields are counted from its last `)`.
-fn parent_from_stat(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn descendants(root: u32, parents: &HashMap<u32, u32>) -> Vec<u32> {
@@ -150,12 +138,6 @@ fn parse_rollup(text: &str) -> Rollup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_parent_survives_odd_command_names() {
-        let stat = "4242 (chromium (x) y) S 4200 4242 4242 0 -1 4194560";
-        assert_eq!(parent_from_stat(stat), Some(4200));
-    }
 
     #[test]
     fn descendants_include_grandchildren_only_of_the_root() {

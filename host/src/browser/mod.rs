@@ -40,6 +40,7 @@ mod identity;
 mod memory;
 mod probe;
 mod process;
+mod procfs;
 mod screencast;
 mod settings;
 mod user_agent;

@@ -14,9 +14,11 @@
 //! other process.
 
 use std::io::BufRead;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::procfs;
 use crate::id::BROWSER_MARKER;
 
 /// How often the watchdog looks at the deadline.
@@ -81,36 +83,21 @@ pub fn kill_browsers(parent: u32) -> usize {
     if parent <= 1 {
         return 0;
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Ok(processes) = procfs::processes(Path::new("/proc")) else {
         return 0;
     };
     let mut killed = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+    for (pid, dir) in processes.flatten() {
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // After the command name's closing parenthesis: state, ppid, pgrp.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let (Some(ppid), Some(pgrp)) = (
-            fields.get(1).and_then(|f| f.parse::<u32>().ok()),
-            fields.get(2).and_then(|f| f.parse::<i32>().ok()),
-        ) else {
+        let Some((ppid, pgrp)) = procfs::parent_and_group(&stat) else {
             continue;
         };
         if ppid != parent {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
             continue;
         };
         let marked = cmdline
