@@ -41,17 +41,7 @@ async fn six_sessions_spread_over_three_hosts_and_move_when_one_dies() {
     assert_eq!(spread(&by), vec![2, 2, 2], "{by:?}\n{}", dump_logs(&hosts));
     // The first logins are done once every session has connected and
     // taken its after-login backup.
-    wait_for(Duration::from_secs(60), "after-login backups", async || {
-        let mut all = true;
-        for h in &hosts {
-            let list = h.get("/v1/sessions").await?;
-            for s in list["sessions"].as_array()? {
-                all &= !s["last_backup"].is_null();
-            }
-        }
-        all.then_some(())
-    })
-    .await;
+    wait_for_first_backups(&hosts).await;
     let pairings = fleet.app.pairings();
     assert_eq!(pairings, 6, "one login per session");
 
@@ -101,16 +91,7 @@ async fn a_paused_host_fences_itself_and_never_runs_a_session_twice() {
     )
     .await;
     assert_eq!(spread(&by), vec![1, 1], "{by:?}");
-    wait_for(Duration::from_secs(60), "after-login backups", async || {
-        let mut all = true;
-        for h in &hosts {
-            for s in h.get("/v1/sessions").await?["sessions"].as_array()? {
-                all &= !s["last_backup"].is_null();
-            }
-        }
-        all.then_some(())
-    })
-    .await;
+    wait_for_first_backups(&hosts).await;
     let pairings = fleet.app.pairings();
 
     // Pause p2 alone (its Chromium keeps running, as with a VM freeze of
@@ -232,16 +213,7 @@ async fn a_joining_host_takes_its_share_by_handover() {
     )
     .await;
     assert_eq!(spread(&by), vec![1, 2], "{by:?}");
-    wait_for(Duration::from_secs(60), "after-login backups", async || {
-        let mut all = true;
-        for h in fleet.refs() {
-            for s in h.get("/v1/sessions").await?["sessions"].as_array()? {
-                all &= !s["last_backup"].is_null();
-            }
-        }
-        all.then_some(())
-    })
-    .await;
+    wait_for_first_backups(&fleet.refs()).await;
     let pairings = fleet.app.pairings();
     assert_eq!(pairings, 3);
 
@@ -288,16 +260,7 @@ async fn a_store_outage_stops_nothing_when_short_and_fences_everyone_when_long()
         async || all_connected(&hosts, 2).await,
     )
     .await;
-    wait_for(Duration::from_secs(60), "after-login backups", async || {
-        let mut all = true;
-        for h in &hosts {
-            for s in h.get("/v1/sessions").await?["sessions"].as_array()? {
-                all &= !s["last_backup"].is_null();
-            }
-        }
-        all.then_some(())
-    })
-    .await;
+    wait_for_first_backups(&hosts).await;
     let pairings = fleet.app.pairings();
 
     // 10 s: nothing stops, nothing moves.
@@ -364,27 +327,10 @@ fn browsers_of(host: &Host) -> Vec<u32> {
         "--user-data-dir={}",
         host.root.path().join("data/profiles").display()
     );
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if cmdline
-            .split(|b| *b == 0)
-            .any(|a| a.starts_with(flag.as_bytes()))
-            && common::chromium::alive(pid)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+    common::chromium::processes_with_arg(|arg| arg.starts_with(flag.as_bytes()))
+        .into_iter()
+        .filter(|pid| common::chromium::alive(*pid))
+        .collect()
 }
 
 /// `kill -9` of only the `vigil` process of a host (the OOM killer, a
@@ -402,16 +348,7 @@ async fn a_vigil_killed_alone_leaves_no_browser_and_its_session_moves() {
     )
     .await;
     assert_eq!(spread(&by), vec![1, 1], "{by:?}");
-    wait_for(Duration::from_secs(60), "after-login backups", async || {
-        let mut all = true;
-        for h in fleet.refs() {
-            for s in h.get("/v1/sessions").await?["sessions"].as_array()? {
-                all &= !s["last_backup"].is_null();
-            }
-        }
-        all.then_some(())
-    })
-    .await;
+    wait_for_first_backups(&fleet.refs()).await;
     let pairings = fleet.app.pairings();
     let victim = &fleet.hosts[1];
     assert!(!browsers_of(victim).is_empty(), "k2 runs a browser");

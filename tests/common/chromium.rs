@@ -142,6 +142,12 @@ pub async fn assert_stays(browser: &Browser, state: PageState, detail: &str, dur
 /// `--user-data-dir` (helpers with their arguments joined by spaces).
 pub fn processes_on(profile: &Path) -> Vec<u32> {
     let flag = format!("--user-data-dir={}", profile.display());
+    processes_with_arg(|arg| arg == flag.as_bytes())
+}
+
+/// Processes with an argument that `matches` (helpers' arguments joined by
+/// spaces are split). A zombie's command line reads empty, so it has none.
+pub fn processes_with_arg(matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Some(pid) = entry
@@ -151,15 +157,14 @@ pub fn processes_on(profile: &Path) -> Vec<u32> {
         else {
             continue;
         };
-        // A zombie's command line reads empty.
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        let names_profile = cmdline
+        if cmdline
             .split(|b| *b == 0)
             .flat_map(|arg| arg.split(|b| *b == b' '))
-            .any(|arg| arg == flag.as_bytes());
-        if names_profile {
+            .any(&matches)
+        {
             pids.push(pid);
         }
     }

@@ -335,6 +335,21 @@ pub async fn wait_for<T>(
     }
 }
 
+/// Waits until every session on `hosts` has a backup: the after-login
+/// backup that ends its first login (60 s at most).
+pub async fn wait_for_first_backups(hosts: &[&Host]) {
+    wait_for(Duration::from_secs(60), "after-login backups", async || {
+        let mut all = true;
+        for h in hosts {
+            for s in h.get("/v1/sessions").await?["sessions"].as_array()? {
+                all &= !s["last_backup"].is_null();
+            }
+        }
+        all.then_some(())
+    })
+    .await;
+}
+
 /// Every session connected exactly once across `hosts`; the layout.
 pub async fn all_connected(
     hosts: &[&Host],
